@@ -216,7 +216,7 @@ class Router(nn.Module):
 
 
 class MoeBlock(nn.Module):
-    """Top-k routed experts plus a shared expert behind a sigmoid gate (Qwen2-57B-A14B).
+    """Top-k routed experts plus (if sized) a shared expert behind a sigmoid gate (Qwen2-57B-A14B).
 
     Every expert is computed and weighted by a dense routing matrix (zero where not chosen):
     exact, and traceable without data-dependent shapes, at num_experts / top_k times the
@@ -228,8 +228,10 @@ class MoeBlock(nn.Module):
         self.top_k, self.norm_topk_prob = cfg.num_experts_per_tok, cfg.norm_topk_prob
         self.gate = Router(cfg)
         self.experts = Experts(cfg)
-        self.shared_expert = MLP(cfg.hidden_size, cfg.shared_expert_intermediate_size)
-        self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
+        self.shared_expert = self.shared_expert_gate = None
+        if cfg.shared_expert_intermediate_size:  # 0: routed experts only
+            self.shared_expert = MLP(cfg.hidden_size, cfg.shared_expert_intermediate_size)
+            self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
 
     def forward(self, x):
         probs = F.linear(x, self.gate.weight).float().softmax(-1)
@@ -240,6 +242,8 @@ class MoeBlock(nn.Module):
         gate, up = torch.einsum("bth,eih->ebti", x, self.experts.gate_up_proj).chunk(2, dim=-1)
         y = torch.einsum("ebti,ehi->ebth", F.silu(gate) * up, self.experts.down_proj)
         routed = torch.einsum("bte,ebth->bth", routing, y)
+        if self.shared_expert is None:
+            return routed
         return routed + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
 
 

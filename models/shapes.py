@@ -80,3 +80,9 @@ def random_model(name_or_config: str | Qwen2Config, dtype=torch.float32, seed: i
             else:
                 p.normal_(0.0, 0.02, generator=gen)
     return model
+
+
+def count_parameters(cfg: Qwen2Config) -> int:
+    """Parameters of a model of this config (tied embeddings counted once), without allocating."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in Qwen2ForCausalLM(cfg).parameters())
