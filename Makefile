@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install into .venv first.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,6 +8,8 @@ PIP := $(PY) -m pip
 # The stamp changes whenever the pins or the package metadata change, so install re-runs then.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+# pip.conf here lists local index folders that lack most packages: hide that noise, keep errors.
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: install demo test lint clean
 
@@ -14,12 +17,12 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip $(QUIET)
 	@# torch first, alone and pinned: the local CPU wheel; anything looser pulls CUDA builds.
-	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[all]"
+	$(PIP) install -q -c constraints.txt torch==2.13.0 $(QUIET)
+	$(PIP) install -q -c constraints.txt -e ".[all]" $(QUIET)
 	@# optimum-intel declares torchvision (CUDA-only wheels here, and it breaks optimum.intel).
-	$(PIP) install -q -c constraints.txt --no-deps optimum-intel
+	$(PIP) install -q -c constraints.txt --no-deps optimum-intel $(QUIET)
 	@$(PIP) list --format=freeze | grep -iE '^(nvidia-|torchvision|triton)' \
 		&& { echo "install: CUDA / torchvision packages crept in (see above); fix constraints.txt"; exit 1; } || true
 	@$(PY) -c "import torch; assert '+cpu' in torch.__version__, torch.__version__"
@@ -30,6 +33,7 @@ demo: install
 	$(VENV)/bin/qwen-edge demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

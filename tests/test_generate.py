@@ -1,0 +1,79 @@
+"""The backend-agnostic generation loop and sampler."""
+
+import numpy as np
+import pytest
+import torch
+
+from qwen_edge.models.reference import TorchStep
+from qwen_edge.models.shapes import random_model
+from qwen_edge.runtime.generate import Sampling, Stats, generate, sample
+
+
+class ScriptedStep:
+    """Logits that put all mass on a scripted sequence of tokens."""
+
+    def __init__(self, script, vocab=10):
+        self.script, self.vocab, self.i, self.seen = script, vocab, 0, []
+
+    def _next(self):
+        logits = np.zeros(self.vocab, dtype=np.float32)
+        logits[self.script[min(self.i, len(self.script) - 1)]] = 10.0
+        self.i += 1
+        return logits
+
+    def prefill(self, ids):
+        self.seen.append(list(ids))
+        return self._next()
+
+    def decode(self, token):
+        self.seen.append([token])
+        return self._next()
+
+
+def test_greedy_follows_logits_and_stops_on_eos():
+    step, stats = ScriptedStep([3, 4, 5, 9, 6]), Stats()
+    out = list(generate(step, [1, 2], Sampling(max_new_tokens=10), eos_ids=(9,), stats=stats))
+    assert out == [3, 4, 5]
+    assert step.seen == [[1, 2], [3], [4], [5]]  # each new token fed back exactly once
+    assert stats.prompt_tokens == 2 and stats.new_tokens == 3 and 0 < stats.ttft_s <= stats.total_s
+
+
+def test_max_tokens_and_ignore_eos():
+    out = list(generate(ScriptedStep([9, 9, 9]), [1], Sampling(max_new_tokens=2, ignore_eos=True), eos_ids=(9,)))
+    assert out == [9, 9]
+
+
+def test_seeded_sampling_is_reproducible_and_varies_with_seed():
+    logits = np.log(np.array([0.3, 0.3, 0.2, 0.2]))
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    a = [sample(logits, Sampling(temperature=1.0), rng_a) for _ in range(50)]
+    b = [sample(logits, Sampling(temperature=1.0), rng_b) for _ in range(50)]
+    assert a == b and len(set(a)) > 1
+
+
+def test_top_k_and_top_p_cut_the_tail():
+    logits = np.log(np.array([0.5, 0.25, 0.15, 0.1]))
+    rng = np.random.default_rng(0)
+    assert {sample(logits, Sampling(temperature=1.0, top_k=2), rng) for _ in range(300)} == {0, 1}
+    assert {sample(logits, Sampling(temperature=1.0, top_p=0.7), rng) for _ in range(300)} == {0, 1}
+    assert {sample(logits, Sampling(temperature=1.0, top_p=0.4), rng) for _ in range(100)} == {0}
+    assert sample(logits, Sampling(temperature=0.0), rng) == 0
+
+
+def test_torch_reference_step_matches_full_forward():
+    model = random_model("tiny", seed=2)
+    prompt = [5, 9, 40, 7]
+    out = list(generate(TorchStep(model), prompt, Sampling(max_new_tokens=6)))
+    ids = torch.tensor([prompt + out])
+    with torch.no_grad():
+        full = model(ids, torch.arange(ids.shape[1])[None], torch.ones_like(ids), model.empty_cache(1))[0]
+    assert out == full[0, len(prompt) - 1 : -1].argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_temperature_sharpens_or_flattens(temperature):
+    logits = np.log(np.array([0.6, 0.4]))
+    rng = np.random.default_rng(1)
+    share = np.mean([sample(logits, Sampling(temperature=temperature), rng) == 0 for _ in range(4000)])
+    expected = 0.6 ** (1 / temperature) / (0.6 ** (1 / temperature) + 0.4 ** (1 / temperature))
+    assert abs(share - expected) < 0.03

