@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "fetch": "qwen_edge.cli.fetch",
     "demo": "qwen_edge.cli.demo",
+    "export": "qwen_edge.cli.export",
 }
 
 

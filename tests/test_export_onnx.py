@@ -1,0 +1,106 @@
+"""ONNX export: the graphs compute what our torch model computes, and the folder keeps its contract."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qwen_edge.export.bundle import OutputError
+from qwen_edge.export.to_onnx import ExportError, export_onnx
+from qwen_edge.models.loaders import load
+from qwen_edge.models.qwen2 import UnsupportedModelError
+from qwen_edge.models.shapes import random_model
+from qwen_edge.runtime.manifest import ManifestError, verify
+
+from .gguf_writer import write_gguf
+from .onnx_driver import run_portable, session, torch_logits
+
+TOL = 1e-3
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_EDGE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("shape", ["tiny", "tiny-untied", "tiny-moe"])
+def test_portable_graph_matches_torch_through_prefill_and_decode(shape, tmp_path):
+    export_onnx(shape, tmp_path / "out")
+    model = load(shape).model
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (1, 13))
+    got = run_portable(session(tmp_path / "out"), model.config, ids, split=5)  # prefill 5, then 8 decode steps
+    assert np.abs(got - torch_logits(model, ids)).max() <= TOL
+
+
+def test_portable_graph_takes_batch_two(tmp_path):
+    export_onnx("tiny", tmp_path / "out")
+    model = load("tiny").model
+    ids = np.random.default_rng(1).integers(0, 512, (2, 7))
+    got = run_portable(session(tmp_path / "out"), model.config, ids, split=4)
+    assert np.abs(got - torch_logits(model, ids)).max() <= TOL
+
+
+def test_folder_is_self_contained_and_sealed(tmp_path):
+    gguf = write_gguf(random_model("tiny", seed=2), tmp_path / "tiny.gguf")
+    manifest = export_onnx(str(gguf), tmp_path / "out")
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert manifest["source"]["kind"] == "gguf" and len(manifest["source"]["sha256"]) == 64
+    assert manifest["io"]["inputs"]["past_key_values.0.key"] == ["batch", 2, "past_sequence", 16]
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["tools"])
+    assert verify(out)["graph"] == "portable"
+    with open(out / "config.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ManifestError, match="config.json was altered"):
+        verify(out)
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700)
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="already exists.*--overwrite"):
+        export_onnx("tiny", out)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_onnx("tiny", out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+
+
+def test_failures_leave_nothing_behind(tmp_path):
+    bad = tmp_path / "llama.gguf"
+    write_gguf(random_model("tiny-untied"), bad, arch="llama")
+    with pytest.raises(UnsupportedModelError, match="architecture 'llama'"):
+        export_onnx(str(bad), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llama.gguf"]  # no out, no .out.partial-*
+
+
+def test_unwritable_output_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write into"):
+        export_onnx("tiny", tmp_path / "file" / "out")
+
+
+def test_bad_options_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ExportError, match="--max-prompt .* must be between 1 and --max-context"):
+        export_onnx("tiny", tmp_path / "out", graph="static", max_prompt=64, max_context=32)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_and_its_errors(tmp_path):
+    cmd = [sys.executable, "-m", "qwen_edge.cli.main", "export"]
+    env = dict(os.environ, QWEN_EDGE_CACHE=str(tmp_path / "cache"))
+    ok = subprocess.run([*cmd, "tiny", "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "portable graph" in ok.stdout and verify(tmp_path / "out")
+    again = subprocess.run([*cmd, "tiny", "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+    missing = subprocess.run([*cmd, str(tmp_path / "nope"), "-o", str(tmp_path / "o2")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "is not a folder, a .gguf file" in missing.stderr
+    assert not (tmp_path / "o2").exists()
