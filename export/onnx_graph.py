@@ -49,7 +49,8 @@ class FlatKV(nn.Module):
 
 
 def io_spec(model: Qwen2ForCausalLM, graph: str, max_prompt: int = 0, max_context: int = 0) -> dict:
-    """Names and shapes (ints, or symbolic names for dynamic dims) of the graph's inputs and outputs."""
+    """Names and shapes (ints, or symbolic names for dynamic dims) of the graph's inputs and outputs.
+    For the static graph `max_prompt` is the number of tokens per call (1 for the decode graph)."""
     cfg = model.config
     kv, h = cfg.num_key_value_heads, cfg.head_dim
     if graph == "static":
@@ -58,18 +59,26 @@ def io_spec(model: Qwen2ForCausalLM, graph: str, max_prompt: int = 0, max_contex
     else:
         tokens, keys = ["batch", "sequence"], ["batch", "past_sequence + sequence"]
         past, present = ["batch", kv, "past_sequence", h], ["batch", kv, "past_sequence + sequence", h]
+    # Order matters: the exporter names the inputs in FlatKV.forward's order.
     inputs = {"input_ids": tokens, "attention_mask": keys, "position_ids": tokens}
+    inputs.update({name: past for name in kv_names(cfg.num_hidden_layers, "past_key_values")})
     if graph == "static":
         inputs["cache_position"] = [max_prompt]
-    inputs.update({name: past for name in kv_names(cfg.num_hidden_layers, "past_key_values")})
     outputs = {"logits": [*tokens, cfg.vocab_size]}
     outputs.update({name: present for name in kv_names(cfg.num_hidden_layers, "present")})
     dtypes = {"input_ids": "int64", "attention_mask": "int64", "position_ids": "int64", "cache_position": "int64"}
     return {"inputs": inputs, "outputs": outputs, "dtypes": dtypes, "kv_layout": "[batch, kv_heads, length, head_dim]"}
 
 
-def trace(model: Qwen2ForCausalLM, path: Path, graph: str = "portable", max_prompt: int = 0, max_context: int = 0):
-    """Write `path` (and `path`.data when the weights need it); return the io_spec of the graph."""
+def trace(
+    model: Qwen2ForCausalLM,
+    path: Path,
+    graph: str = "portable",
+    max_prompt: int = 0,
+    max_context: int = 0,
+    external_data: bool | None = None,
+):
+    """Write `path` (and `path`.data when the weights need it, or when asked); return its io_spec."""
     if graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
     cfg, dtype = model.config, model.lm_head.weight.dtype
@@ -118,7 +127,42 @@ def trace(model: Qwen2ForCausalLM, path: Path, graph: str = "portable", max_prom
             opset_version=OPSET,
             verbose=False,
         )
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if external_data is None:
+        external_data = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
     log.info("saving %s", path.name)
-    program.save(path, external_data=weight_bytes > EXTERNAL_DATA_BYTES)
+    program.save(path, external_data=external_data)
     return spec
+
+
+def share_weights(main: Path, other: Path) -> int:
+    """Point `other`'s external initializers at byte-identical tensors in `main`'s data file, so two
+    graphs of one model (static prefill and decode) store the weights once. Returns bytes saved."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    def external(model):
+        return {t.name: t for t in model.graph.initializer if uses_external_data(t)}
+
+    def read(folder, info):
+        with open(folder / info.location, "rb") as f:
+            f.seek(info.offset or 0)
+            return f.read(info.length)
+
+    folder = main.parent
+    main_tensors = external(onnx.load(main, load_external_data=False))
+    other_model = onnx.load(other, load_external_data=False)
+    saved = 0
+    for name, tensor in external(other_model).items():
+        mine = ExternalDataInfo(tensor)
+        theirs = ExternalDataInfo(main_tensors[name]) if name in main_tensors else None
+        if theirs and theirs.length == mine.length and read(folder, theirs) == read(folder, mine):
+            del tensor.external_data[:]
+            for key, value in (("location", theirs.location), ("offset", theirs.offset), ("length", theirs.length)):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value or 0)
+            saved += mine.length
+    referenced = {ExternalDataInfo(t).location for t in external(other_model).values()}
+    onnx.save(other_model, other)
+    if f"{other.name}.data" not in referenced:
+        (folder / f"{other.name}.data").unlink(missing_ok=True)
+    return saved

@@ -50,7 +50,12 @@ def export_onnx(
                 f"--max-context {max_context} exceeds the model's {loaded.config.max_position_embeddings} positions"
             )
         steps.set_postfix_str("trace")
-        io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context)
+        io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context, graph == "static")
+        extra = {}
+        if graph == "static":  # a one-token graph for decode, sharing the prefill graph's weights file
+            extra["decode_io"] = onnx_graph.trace(loaded.model, tmp / "decode.onnx", graph, 1, max_context, True)
+            extra["decode_file"] = "decode.onnx"
+            onnx_graph.share_weights(tmp / "model.onnx", tmp / "decode.onnx")
         steps.update()
         steps.set_postfix_str("files")
         write_model_files(loaded, tmp)
@@ -68,6 +73,7 @@ def export_onnx(
                 "config": loaded.config.to_dict(),
                 "shapes": shapes,
                 "io": io,
+                **extra,
                 "tokenizer": (tmp / "tokenizer.json").exists(),
             },
         )

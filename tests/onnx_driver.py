@@ -47,3 +47,40 @@ def torch_logits(model, ids):
 
 def _outputs(sess):
     return [o.name for o in sess.get_outputs()]
+
+
+def run_static(prefill, decode, cfg, ids, n_prompt, max_prompt, max_context):
+    """Chunked prefill of ids[:n_prompt] through the fixed window, then one-token decodes of the
+    rest of ids. Returns logits for positions n_prompt - 1 .. len(ids) - 1.
+
+    A prompt longer than one chunk goes in whole chunks; the last chunk is the prompt's last
+    max_prompt tokens, overlapping slots already written (their keys and values come out the same)."""
+    assert len(ids) <= max_context
+    past = empty_past(cfg, 1, max_context)
+    names = [o.name.replace("present", "past_key_values") for o in prefill.get_outputs()][1:]
+
+    def call(sess, tokens, slots, filled):
+        nonlocal past
+        feed = {
+            "input_ids": np.array([tokens], np.int64),
+            "attention_mask": (np.arange(max_context) < filled).astype(np.int64)[None],
+            "position_ids": np.array([slots], np.int64),
+            "cache_position": np.array(slots, np.int64),
+            **past,
+        }
+        logits, *present = sess.run(None, feed)
+        past = dict(zip(names, present, strict=True))
+        return logits[0]
+
+    prompt = [int(t) for t in ids[:n_prompt]]
+    if n_prompt <= max_prompt:  # one chunk padded at the end; pad slots are masked, later overwritten
+        padded = prompt + [0] * (max_prompt - n_prompt)
+        out = [call(prefill, padded, list(range(max_prompt)), n_prompt)[n_prompt - 1]]
+    else:
+        for start in [*range(0, n_prompt - max_prompt, max_prompt), n_prompt - max_prompt]:
+            chunk = list(range(start, start + max_prompt))
+            last = call(prefill, prompt[start : start + max_prompt], chunk, start + max_prompt)[-1]
+        out = [last]
+    for slot in range(n_prompt, len(ids)):
+        out.append(call(decode, [int(ids[slot])], [slot], slot + 1)[0])
+    return np.stack(out)

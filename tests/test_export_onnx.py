@@ -16,7 +16,7 @@ from qwen_edge.models.shapes import random_model
 from qwen_edge.runtime.manifest import ManifestError, verify
 
 from .gguf_writer import write_gguf
-from .onnx_driver import run_portable, session, torch_logits
+from .onnx_driver import run_portable, run_static, session, torch_logits
 
 TOL = 1e-3
 
@@ -104,3 +104,35 @@ def test_cli_export_and_its_errors(tmp_path):
     missing = subprocess.run([*cmd, str(tmp_path / "nope"), "-o", str(tmp_path / "o2")], capture_output=True, text=True)
     assert missing.returncode == 2 and "is not a folder, a .gguf file" in missing.stderr
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.fixture(scope="module")
+def static_tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("static") / "out"
+    manifest = export_onnx("tiny-untied", out, graph="static", max_prompt=8, max_context=32)
+    return out, manifest
+
+
+@pytest.mark.parametrize("n_prompt", [5, 8, 19], ids=["shorter", "equal", "longer"])
+def test_static_graph_chunked_prefill_and_decode_match_torch(static_tiny, n_prompt):
+    out, manifest = static_tiny
+    model = load("tiny-untied").model
+    ids = np.random.default_rng(n_prompt).integers(0, model.config.vocab_size, n_prompt + 8)
+    got = run_static(session(out), session(out, "decode.onnx"), model.config, ids, n_prompt, 8, 32)
+    expected = torch_logits(model, ids[None])[0, n_prompt - 1 :]
+    assert np.abs(got - expected).max() <= TOL
+
+
+def test_static_graphs_are_fully_static_and_share_weights(static_tiny):
+    out, manifest = static_tiny
+    for name, tokens in (("model.onnx", 8), ("decode.onnx", 1)):
+        for io in [*session(out, name).get_inputs(), *session(out, name).get_outputs()]:
+            assert all(isinstance(d, int) for d in io.shape), (name, io.name, io.shape)
+        assert session(out, name).get_inputs()[0].shape == [1, tokens]
+        io = manifest["io" if name == "model.onnx" else "decode_io"]
+        assert [i.name for i in session(out, name).get_inputs()] == list(io["inputs"])
+    assert not (out / "decode.onnx.data").exists()  # every weight lives once, in model.onnx.data
+    assert manifest["decode_file"] == "decode.onnx" and manifest["shapes"] == {"max_prompt": 8, "max_context": 32}
+    assert manifest["io"]["inputs"]["cache_position"] == [8] and manifest["decode_io"]["inputs"]["cache_position"] == [
+        1
+    ]
