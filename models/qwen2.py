@@ -152,8 +152,9 @@ class RMSNorm(nn.Module):
 
 
 def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    # Slices, not chunk(): chunk traces to ONNX sequence ops that NPU and mobile compilers reject.
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class Attention(nn.Module):
@@ -237,7 +238,9 @@ class MoeBlock(nn.Module):
         if self.norm_topk_prob:
             top_p = top_p / top_p.sum(-1, keepdim=True)
         routing = torch.zeros_like(probs).scatter(-1, top_i, top_p).to(x.dtype)  # [b, t, e]
-        gate, up = torch.einsum("bth,eih->ebti", x, self.experts.gate_up_proj).chunk(2, dim=-1)
+        h = torch.einsum("bth,eih->ebti", x, self.experts.gate_up_proj)
+        half = h.shape[-1] // 2
+        gate, up = h[..., :half], h[..., half:]
         y = torch.einsum("ebti,ehi->ebth", F.silu(gate) * up, self.experts.down_proj)
         routed = torch.einsum("bte,ebth->bth", routing, y)
         if self.shared_expert is None:
