@@ -14,7 +14,9 @@ Graphs:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -83,7 +85,6 @@ def trace(
         raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
     cfg, dtype = model.config, model.lm_head.weight.dtype
     layers = cfg.num_hidden_layers
-    wrapper = FlatKV(model).eval()
     if graph == "static":
         past = model.empty_cache(1, max_context, dtype)
         args = (
@@ -114,24 +115,70 @@ def trace(
             [{0: batch, 2: past_len}] * (2 * layers),
         )
     spec = io_spec(model, graph, max_prompt, max_context)
-    log.info("tracing the %s graph (%d layers)", graph, layers)
+    if external_data is None:
+        external_data = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    if _stampable(model.config):
+        from .stamp import StampError, stamp
+
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".trace-") as tmp:
+            short = Path(tmp) / "short.onnx"
+            _export(first_layers(model, 2), _args_for(args, 2), _shapes_for(dynamic_shapes, 2), short, True)
+            try:
+                stamp(short, path, model, layers)
+                return spec
+            except StampError as e:
+                log.warning("falling back to a full trace: %s", e)
+    _export(model, args, dynamic_shapes, path, external_data)
+    return spec
+
+
+def _stampable(cfg) -> bool:
+    """Layers 1..N-1 identical in structure (layer 0 may differ: mlp_only_layers=[0])."""
+    return cfg.num_hidden_layers > 2 and len({cfg.is_moe_layer(i) for i in range(1, cfg.num_hidden_layers)}) == 1
+
+
+def first_layers(model: Qwen2ForCausalLM, n: int) -> Qwen2ForCausalLM:
+    """The same model cut to its first n layers, sharing every tensor (nothing is copied)."""
+    with torch.device("meta"):
+        short = Qwen2ForCausalLM(dataclasses.replace(model.config, num_hidden_layers=n))
+    short.model.embed_tokens, short.model.norm, short.lm_head = (
+        model.model.embed_tokens,
+        model.model.norm,
+        model.lm_head,
+    )
+    short.model.layers = nn.ModuleList(model.model.layers[:n])
+    short.inv_freq, short.rope_scale = model.inv_freq, model.rope_scale
+    return short.eval()
+
+
+def _args_for(args, layers):
+    return (*args[:3], args[3][: 2 * layers], *args[4:])
+
+
+def _shapes_for(dynamic_shapes, layers):
+    return None if dynamic_shapes is None else (*dynamic_shapes[:3], dynamic_shapes[3][: 2 * layers])
+
+
+def _export(model, args, dynamic_shapes, path: Path, external_data: bool) -> None:
+    layers = model.config.num_hidden_layers
+    spec_names = ["input_ids", "attention_mask", "position_ids", *kv_names(layers, "past_key_values")]
+    if len(args) == 5:
+        spec_names.append("cache_position")
+    log.info("tracing %d layers", layers)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
         program = torch.onnx.export(
-            wrapper,
+            FlatKV(model).eval(),
             args,
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
-            input_names=list(spec["inputs"]),
-            output_names=list(spec["outputs"]),
+            input_names=spec_names,
+            output_names=["logits", *kv_names(layers, "present")],
             opset_version=OPSET,
             verbose=False,
         )
-    if external_data is None:
-        external_data = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
     log.info("saving %s", path.name)
     program.save(path, external_data=external_data)
-    return spec
 
 
 def share_weights(main: Path, other: Path) -> int:

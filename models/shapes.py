@@ -23,9 +23,9 @@ _DENSE = {
     "Qwen2.5-1.5B": (_SMALL_VOCAB, 1536, 8960, 28, 12, 2, True, 32768),
     "Qwen2.5-3B": (_SMALL_VOCAB, 2048, 11008, 36, 16, 2, True, 32768),
     "Qwen2.5-7B": (_BIG_VOCAB, 3584, 18944, 28, 28, 4, False, 32768),
-    # Tiny shapes for tests: seconds to build, trace and run.
-    "tiny": (512, 64, 128, 2, 4, 2, True, 4096),
-    "tiny-untied": (512, 64, 128, 2, 4, 1, False, 4096),
+    # Tiny shapes for tests: seconds to build, trace and run; 3 layers so layer stamping is exercised.
+    "tiny": (512, 64, 128, 3, 4, 2, True, 4096),
+    "tiny-untied": (512, 64, 128, 3, 4, 1, False, 4096),
 }
 
 SHAPES: dict[str, dict] = {

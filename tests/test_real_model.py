@@ -64,3 +64,17 @@ def test_demo_command_answers_on_the_real_model():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Paris" in out.stdout and "decode speed" in out.stdout
+
+
+def test_onnx_export_of_the_real_model_matches_torch(real, real_gguf, tmp_path):
+    import numpy as np
+
+    from qwen_edge.export.to_onnx import export_onnx
+
+    from .onnx_driver import run_portable, session, torch_logits
+
+    manifest = export_onnx(str(real_gguf), tmp_path / "onnx")
+    assert manifest["source"]["sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    ids = np.array([[785, 6722, 315, 9625, 374, 12095, 13, 576, 6722, 315, 9856, 374]])
+    got = run_portable(session(tmp_path / "onnx"), real.config, ids, split=4)  # prefill 4 + 8 decode steps
+    assert np.abs(got - torch_logits(real.model, ids)).max() <= 1e-3
