@@ -165,6 +165,8 @@ def _export(model, args, dynamic_shapes, path: Path, external_data: bool) -> Non
     if len(args) == 5:
         spec_names.append("cache_position")
     log.info("tracing %d layers", layers)
+    # The exporter warns about every torchvision op it cannot register (torchvision is not installed).
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
         program = torch.onnx.export(

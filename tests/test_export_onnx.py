@@ -136,3 +136,15 @@ def test_static_graphs_are_fully_static_and_share_weights(static_tiny):
     assert manifest["io"]["inputs"]["cache_position"] == [8] and manifest["decode_io"]["inputs"]["cache_position"] == [
         1
     ]
+
+
+def test_fp16_graph_runs_on_cpu_close_to_fp32(tmp_path):
+    manifest = export_onnx("tiny", tmp_path / "out", dtype="fp16")
+    assert manifest["precision"] == "fp16"
+    sess = session(tmp_path / "out")
+    assert sess.get_inputs()[3].type == "tensor(float16)"  # KV cache in fp16: half the memory
+    ids = np.array([[3, 141, 59, 26, 5]])
+    feed = {i.name: np.zeros((1, 2, 0, 16), np.float16) for i in sess.get_inputs()[3:]}
+    feed.update(input_ids=ids, attention_mask=np.ones_like(ids), position_ids=np.arange(5)[None])
+    logits = sess.run(None, feed)[0].astype(np.float32)
+    assert np.abs(logits - torch_logits(load("tiny").model, ids)).max() <= 2e-2
