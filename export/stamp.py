@@ -24,6 +24,8 @@ import onnx
 import torch
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from .external_data import ExternalData
+
 log = logging.getLogger(__name__)
 
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
@@ -229,30 +231,15 @@ def _write_weights(g, folder: Path, out: Path, params, sources, stamped) -> None
         for k, name in enumerate(n.input):
             if name in renamed:
                 n.input[k] = renamed[name]
-    data_name = out.name + ".data"
     del g.initializer[:]
-    offset = 0
-    with open(out.parent / data_name, "wb") as f:
+    with ExternalData(out.parent / (out.name + ".data")) as data:
         for name, (param, transposed, template) in wanted.items():
-            if param is None:
-                array = _read(folder, template) if uses_external_data(template) else None
-            else:
+            if param is not None:
                 tensor = params[param].detach()
-                array = (tensor.T if transposed else tensor).contiguous().numpy()
-            t = onnx.TensorProto()
-            t.CopyFrom(template)
-            t.name = name
-            if array is None:  # inline constant: keep as is
-                g.initializer.append(t)
-                continue
-            array = np.ascontiguousarray(array)  # the tensor's own memory: no copy of a 0.5 GB embedding
-            del t.external_data[:]
-            t.ClearField("raw_data")
-            t.dims[:] = array.shape
-            t.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", data_name), ("offset", offset), ("length", array.nbytes)):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, str(value)
-            f.write(memoryview(array).cast("B"))
-            offset += array.nbytes
-            g.initializer.append(t)
+                g.initializer.append(
+                    data.tensor(name, (tensor.T if transposed else tensor).contiguous().numpy(), template)
+                )
+            elif uses_external_data(template):
+                g.initializer.append(data.tensor(name, _read(folder, template), template))
+            else:  # inline constant: keep as is
+                g.initializer.append(template)
