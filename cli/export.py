@@ -11,9 +11,14 @@ def configure_parser(p) -> None:
     p.add_argument("model", help="HF folder, .gguf file, hub id, known model or shape name")
     p.add_argument("-o", "--output", required=True, help="folder to create")
     p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--graph", default="portable", choices=["portable", "static"])
+    p.add_argument(
+        "--graph",
+        default="ort",
+        choices=["ort", "portable", "static"],
+        help="ort: ONNX Runtime fused ops + genai_config.json (default); portable: standard ops; static: NPU / mobile",
+    )
     p.add_argument("--max-prompt", type=int, default=128, help="static graph: tokens per prefill chunk")
-    p.add_argument("--max-context", type=int, default=1024, help="static graph: KV cache slots")
+    p.add_argument("--max-context", type=int, default=1024, help="static: KV cache slots; ort: genai max_length")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import bundle, onnx_graph
+from . import bundle, onnx_graph, ort_graph
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+GRAPHS = ("ort", "portable", "static")
 
 
 class ExportError(ValueError):
@@ -25,7 +26,7 @@ class ExportError(ValueError):
 def export_onnx(
     model: str,
     output: str | Path,
-    graph: str = "portable",
+    graph: str = "ort",
     max_prompt: int = 128,
     max_context: int = 1024,
     dtype: str = "fp32",
@@ -34,8 +35,8 @@ def export_onnx(
     """Export MODEL (see qwen_edge.models.loaders.load) as an ONNX folder; return its manifest."""
     from qwen_edge.models.loaders import load
 
-    if graph not in onnx_graph.GRAPHS:
-        raise ExportError(f"unknown graph {graph!r}; choose one of {', '.join(onnx_graph.GRAPHS)}")
+    if graph not in GRAPHS:
+        raise ExportError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
     if dtype not in DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if graph == "static" and not 0 < max_prompt <= max_context:
@@ -50,8 +51,11 @@ def export_onnx(
                 f"--max-context {max_context} exceeds the model's {loaded.config.max_position_embeddings} positions"
             )
         steps.set_postfix_str("trace")
-        io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context, graph == "static")
         extra = {}
+        if graph == "ort":
+            io = ort_graph.build(loaded.model, tmp / "model.onnx")
+        else:
+            io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context, graph == "static")
         if graph == "static":  # a one-token graph for decode, sharing the prefill graph's weights file
             extra["decode_io"] = onnx_graph.trace(loaded.model, tmp / "decode.onnx", graph, 1, max_context, True)
             extra["decode_file"] = "decode.onnx"
@@ -59,9 +63,13 @@ def export_onnx(
         steps.update()
         steps.set_postfix_str("files")
         write_model_files(loaded, tmp)
+        if graph == "ort":  # onnxruntime-genai preallocates KV for max_length: --max-context sets it
+            ort_graph.write_genai_config(tmp, loaded.model, min(max_context, loaded.config.max_position_embeddings))
         steps.update()
         steps.set_postfix_str("manifest")
         shapes = {"max_prompt": max_prompt, "max_context": max_context} if graph == "static" else {}
+        if graph == "ort":
+            shapes = {"genai_max_length": min(max_context, loaded.config.max_position_embeddings)}
         manifest = bundle.seal(
             tmp,
             {

@@ -39,6 +39,8 @@ SHAPES: dict[str, dict] = {
         num_key_value_heads=kv,
         tie_word_embeddings=tied,
         max_position_embeddings=pos,
+        # tiny vocabularies end with their own special token
+        **({"bos_token_id": v - 1, "eos_token_id": v - 1} if v < _COMMON["eos_token_id"] else {}),
     )
     for name, (v, h, i, n, a, kv, tied, pos) in _DENSE.items()
 }

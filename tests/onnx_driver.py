@@ -29,6 +29,7 @@ def run_portable(sess, cfg, ids, split):
             "position_ids": np.broadcast_to(np.arange(start, stop), (b, stop - start)).copy(),
             **past,
         }
+        feed = {k: v for k, v in feed.items() if k in _inputs(sess)}  # the ort graph has no position_ids
         logits, *present = sess.run(None, feed)
         past = {
             name.replace("present", "past_key_values"): v for name, v in zip(_outputs(sess)[1:], present, strict=True)
@@ -43,6 +44,10 @@ def torch_logits(model, ids):
     with torch.no_grad():
         pos = torch.arange(ids.shape[1])[None].expand_as(ids)
         return model(ids, pos, torch.ones_like(ids), model.empty_cache(ids.shape[0]))[0].numpy()
+
+
+def _inputs(sess):
+    return {i.name for i in sess.get_inputs()}
 
 
 def _outputs(sess):

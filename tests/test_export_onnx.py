@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 
 from qwen_edge.export.bundle import OutputError
@@ -28,7 +29,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("shape", ["tiny", "tiny-untied", "tiny-moe"])
 def test_portable_graph_matches_torch_through_prefill_and_decode(shape, tmp_path):
-    export_onnx(shape, tmp_path / "out")
+    export_onnx(shape, tmp_path / "out", graph="portable")
     model = load(shape).model
     ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (1, 13))
     got = run_portable(session(tmp_path / "out"), model.config, ids, split=5)  # prefill 5, then 8 decode steps
@@ -36,7 +37,7 @@ def test_portable_graph_matches_torch_through_prefill_and_decode(shape, tmp_path
 
 
 def test_portable_graph_takes_batch_two(tmp_path):
-    export_onnx("tiny", tmp_path / "out")
+    export_onnx("tiny", tmp_path / "out", graph="portable")
     model = load("tiny").model
     ids = np.random.default_rng(1).integers(0, 512, (2, 7))
     got = run_portable(session(tmp_path / "out"), model.config, ids, split=4)
@@ -45,7 +46,7 @@ def test_portable_graph_takes_batch_two(tmp_path):
 
 def test_folder_is_self_contained_and_sealed(tmp_path):
     gguf = write_gguf(random_model("tiny", seed=2), tmp_path / "tiny.gguf")
-    manifest = export_onnx(str(gguf), tmp_path / "out")
+    manifest = export_onnx(str(gguf), tmp_path / "out", graph="portable")
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
     assert {"model.onnx", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= names
@@ -98,7 +99,7 @@ def test_cli_export_and_its_errors(tmp_path):
     env = dict(os.environ, QWEN_EDGE_CACHE=str(tmp_path / "cache"))
     ok = subprocess.run([*cmd, "tiny", "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert "portable graph" in ok.stdout and verify(tmp_path / "out")
+    assert "ort graph" in ok.stdout and verify(tmp_path / "out")
     again = subprocess.run([*cmd, "tiny", "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
     missing = subprocess.run([*cmd, str(tmp_path / "nope"), "-o", str(tmp_path / "o2")], capture_output=True, text=True)
@@ -139,7 +140,7 @@ def test_static_graphs_are_fully_static_and_share_weights(static_tiny):
 
 
 def test_fp16_graph_runs_on_cpu_close_to_fp32(tmp_path):
-    manifest = export_onnx("tiny", tmp_path / "out", dtype="fp16")
+    manifest = export_onnx("tiny", tmp_path / "out", graph="portable", dtype="fp16")
     assert manifest["precision"] == "fp16"
     sess = session(tmp_path / "out")
     assert sess.get_inputs()[3].type == "tensor(float16)"  # KV cache in fp16: half the memory
@@ -148,3 +149,50 @@ def test_fp16_graph_runs_on_cpu_close_to_fp32(tmp_path):
     feed.update(input_ids=ids, attention_mask=np.ones_like(ids), position_ids=np.arange(5)[None])
     logits = sess.run(None, feed)[0].astype(np.float32)
     assert np.abs(logits - torch_logits(load("tiny").model, ids)).max() <= 2e-2
+
+
+def genai_greedy(folder, prompt, new_tokens):
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(prompt)
+    out = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+    return out
+
+
+@pytest.mark.parametrize("shape", ["tiny", "tiny-untied"])
+def test_ort_graph_matches_torch_and_uses_fused_kernels(shape, tmp_path):
+    manifest = export_onnx(shape, tmp_path / "out", max_context=64)
+    model = load(shape).model
+    ids = np.random.default_rng(3).integers(0, model.config.vocab_size, (1, 13))
+    got = run_portable(session(tmp_path / "out"), model.config, ids, split=5)
+    assert np.abs(got - torch_logits(model, ids)).max() <= TOL
+    ops = {n.op_type for n in onnx.load(tmp_path / "out" / "model.onnx", load_external_data=False).graph.node}
+    assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization"} <= ops
+    genai = json.loads((tmp_path / "out" / "genai_config.json").read_text())
+    assert genai["model"]["type"] == "qwen2" and genai["search"]["max_length"] == 64
+    assert manifest["graph"] == "ort" and "genai_config.json" in manifest["files"]
+
+
+def test_ort_folder_generates_in_onnxruntime_genai_like_torch(tmp_path):
+    from qwen_edge.models.reference import TorchStep
+    from qwen_edge.runtime.generate import Sampling, generate
+
+    export_onnx("tiny-untied", tmp_path / "out")
+    model = load("tiny-untied").model
+    prompt = [5, 17, 300, 2, 99, 41, 7]
+    eos = (model.config.eos_token_id,)
+    expected = list(generate(TorchStep(model), prompt, Sampling(max_new_tokens=16), eos_ids=eos))
+    assert genai_greedy(tmp_path / "out", prompt, 16)[: len(expected)] == expected
+
+
+def test_ort_graph_refuses_moe_clearly(tmp_path):
+    with pytest.raises(ValueError, match="does not cover Qwen2-MoE yet.*--graph portable"):
+        export_onnx("tiny-moe", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

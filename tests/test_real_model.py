@@ -73,8 +73,21 @@ def test_onnx_export_of_the_real_model_matches_torch(real, real_gguf, tmp_path):
 
     from .onnx_driver import run_portable, session, torch_logits
 
-    manifest = export_onnx(str(real_gguf), tmp_path / "onnx")
+    manifest = export_onnx(str(real_gguf), tmp_path / "onnx", graph="portable")
     assert manifest["source"]["sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
     ids = np.array([[785, 6722, 315, 9625, 374, 12095, 13, 576, 6722, 315, 9856, 374]])
     got = run_portable(session(tmp_path / "onnx"), real.config, ids, split=4)  # prefill 4 + 8 decode steps
     assert np.abs(got - torch_logits(real.model, ids)).max() <= 1e-3
+
+
+def test_ort_export_of_the_real_model_generates_in_onnxruntime_genai(real, real_gguf, tmp_path):
+    from qwen_edge.export.to_onnx import export_onnx
+
+    from .test_export_onnx import genai_greedy
+
+    export_onnx(str(real_gguf), tmp_path / "ort", graph="ort", max_context=256)
+    tok = Tokenizer(real.tokenizer_dir)
+    prompt = tok.encode("The capital of France is")
+    expected = list(generate(TorchStep(real.model), prompt, Sampling(max_new_tokens=8)))
+    got = genai_greedy(tmp_path / "ort", prompt, 8)
+    assert got == expected and "Paris" in tok.decode(got)
