@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from qwen_edge.models.loaders import Loaded, load
+
 from . import bundle, onnx_graph, ort_graph
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ class ExportError(ValueError):
 
 
 def export_onnx(
-    model: str,
+    model: str | Loaded,
     output: str | Path,
     graph: str = "ort",
     max_prompt: int = 128,
@@ -32,8 +34,8 @@ def export_onnx(
     dtype: str = "fp32",
     overwrite: bool = False,
 ) -> dict:
-    """Export MODEL (see qwen_edge.models.loaders.load) as an ONNX folder; return its manifest."""
-    from qwen_edge.models.loaders import load
+    """Export MODEL (see qwen_edge.models.loaders.load, or an already loaded one) as an ONNX
+    folder; return its manifest."""
 
     if graph not in GRAPHS:
         raise ExportError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
@@ -44,7 +46,7 @@ def export_onnx(
     with bundle.staged(output, overwrite) as tmp, tqdm(total=4, desc="export onnx", leave=False, disable=None) as steps:
         start = time.perf_counter()
         steps.set_postfix_str("load")
-        loaded = load(model, DTYPES[dtype])
+        loaded = model if isinstance(model, Loaded) else load(model, DTYPES[dtype])
         steps.update()
         if graph == "static" and max_context > loaded.config.max_position_embeddings:
             raise ExportError(

@@ -32,5 +32,7 @@ def test_demo_runs_end_to_end_on_a_tiny_gguf(tmp_path):
     env = dict(os.environ, QWEN_EDGE_CACHE=str(tmp_path / "cache"))
     out = qwen_edge("demo", "--model", str(path), "--max-new-tokens", "5", "-p", "hello", env=env)
     assert out.returncode == 0, out.stderr
-    assert "[chat] assistant:" in out.stdout and "time to first token" in out.stdout
-    assert "[export ONNX / OpenVINO IR] not run" in out.stdout  # steps that do not exist yet say so
+    assert "[chat] assistant (ONNX Runtime):" in out.stdout and "[chat] assistant (torch reference):" in out.stdout
+    assert "ONNX Runtime: time to first token" in out.stdout
+    assert "[export]" in out.stdout and "ONNX Runtime" in out.stdout
+    assert "[quantize INT4 (NNCF)] not run" in out.stdout  # steps that do not exist yet say so
