@@ -192,10 +192,20 @@ def share_weights(main: Path, other: Path) -> int:
     def external(model):
         return {t.name: t for t in model.graph.initializer if uses_external_data(t)}
 
-    def read(folder, info):
-        with open(folder / info.location, "rb") as f:
-            f.seek(info.offset or 0)
-            return f.read(info.length)
+    def same_bytes(folder, a, b, block=1 << 24):
+        """Compare two stored tensors block by block: never two 0.5 GB embeddings in memory."""
+        if a.length != b.length:
+            return False
+        with open(folder / a.location, "rb") as fa, open(folder / b.location, "rb") as fb:
+            fa.seek(a.offset or 0)
+            fb.seek(b.offset or 0)
+            left = a.length
+            while left > 0:
+                n = min(block, left)
+                if fa.read(n) != fb.read(n):
+                    return False
+                left -= n
+        return True
 
     folder = main.parent
     main_tensors = external(onnx.load(main, load_external_data=False))
@@ -204,7 +214,7 @@ def share_weights(main: Path, other: Path) -> int:
     for name, tensor in external(other_model).items():
         mine = ExternalDataInfo(tensor)
         theirs = ExternalDataInfo(main_tensors[name]) if name in main_tensors else None
-        if theirs and theirs.length == mine.length and read(folder, theirs) == read(folder, mine):
+        if theirs and same_bytes(folder, theirs, mine):
             del tensor.external_data[:]
             for key, value in (("location", theirs.location), ("offset", theirs.offset), ("length", theirs.length)):
                 entry = tensor.external_data.add()
