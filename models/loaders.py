@@ -7,6 +7,7 @@ file, or a hub id (when the hub is reachable).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -83,7 +84,11 @@ def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None
     for f in files:
         weights.update(load_file(f))
     model = from_weights(cfg, weights, dtype, where=str(folder))
-    src = source or {"kind": "hf", "path": str(folder.resolve())}
+    # One digest for the folder: sha256 over the config's and each weight file's sha256.
+    digest = hashlib.sha256()
+    for f in [config_path, *files]:
+        digest.update(f"{f.name} {sha256_file(f)}\n".encode())
+    src = {**(source or {"kind": "hf", "path": str(folder.resolve())}), "sha256": digest.hexdigest()}
     return Loaded(model, src, folder if (folder / "tokenizer.json").exists() else None)
 
 

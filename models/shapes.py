@@ -26,6 +26,7 @@ _DENSE = {
     # Tiny shapes for tests: seconds to build, trace and run; 3 layers so layer stamping is exercised.
     "tiny": (512, 64, 128, 3, 4, 2, True, 4096),
     "tiny-untied": (512, 64, 128, 3, 4, 1, False, 4096),
+    "tiny-gqa3": (512, 96, 128, 3, 6, 2, False, 4096),  # 3 query heads per KV head, like 7B's 7
 }
 
 SHAPES: dict[str, dict] = {

@@ -27,7 +27,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("QWEN_EDGE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("shape", ["tiny", "tiny-untied", "tiny-moe"])
+@pytest.mark.parametrize("shape", ["tiny", "tiny-untied", "tiny-gqa3", "tiny-moe"])
 def test_portable_graph_matches_torch_through_prefill_and_decode(shape, tmp_path):
     export_onnx(shape, tmp_path / "out", graph="portable")
     model = load(shape).model
@@ -86,6 +86,25 @@ def test_unwritable_output_is_one_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="cannot write into"):
         export_onnx("tiny", tmp_path / "file" / "out")
+    # A read-only file system (chmod does not stop root; /sys is mounted read-only).
+    with pytest.raises(OutputError, match="cannot write into /sys"):
+        export_onnx("tiny", "/sys/qwen-edge-out")
+
+
+def test_openvino_reads_the_portable_graph(tmp_path):
+    import openvino as ov
+
+    export_onnx("tiny-untied", tmp_path / "out", graph="portable")
+    model = load("tiny-untied").model
+    # f32: on CPUs with bf16 units OpenVINO otherwise computes in bf16 by default.
+    compiled = ov.Core().compile_model(str(tmp_path / "out" / "model.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ids = np.random.default_rng(4).integers(0, 512, (1, 6))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(6)[None]}
+    feed.update(
+        {f"past_key_values.{i}.{p}": np.zeros((1, 1, 0, 16), np.float32) for i in range(3) for p in ("key", "value")}
+    )
+    logits = compiled(feed)["logits"]
+    assert np.abs(logits - torch_logits(model, ids)).max() <= TOL
 
 
 def test_bad_options_are_refused_before_any_work(tmp_path):
@@ -166,7 +185,7 @@ def genai_greedy(folder, prompt, new_tokens):
     return out
 
 
-@pytest.mark.parametrize("shape", ["tiny", "tiny-untied"])
+@pytest.mark.parametrize("shape", ["tiny", "tiny-untied", "tiny-gqa3"])
 def test_ort_graph_matches_torch_and_uses_fused_kernels(shape, tmp_path):
     manifest = export_onnx(shape, tmp_path / "out", max_context=64)
     model = load(shape).model

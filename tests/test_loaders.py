@@ -51,7 +51,7 @@ IDS = torch.tensor([[5, 17, 300, 2, 99, 41]])
 def test_hf_folder_round_trip(shape, tmp_path):
     model = random_model(shape, seed=3)
     loaded = load(str(save_hf_folder(model, tmp_path / "m", per_expert=True)))
-    assert loaded.source["kind"] == "hf" and loaded.config == model.config
+    assert loaded.source["kind"] == "hf" and loaded.config == model.config and len(loaded.source["sha256"]) == 64
     assert torch.equal(logits(loaded.model, IDS), logits(model, IDS))
 
 

@@ -83,11 +83,17 @@ def test_onnx_export_of_the_real_model_matches_torch(real, real_gguf, tmp_path):
 
 
 def test_ort_export_of_the_real_model_generates_in_onnxruntime_genai(real, real_gguf, tmp_path):
+    import numpy as np
+
     from qwen_edge.export.to_onnx import export_onnx
 
+    from .onnx_driver import run_portable, session, torch_logits
     from .test_export_onnx import genai_greedy
 
     export_onnx(str(real_gguf), tmp_path / "ort", graph="ort", max_context=256)
+    ids = np.array([[785, 6722, 315, 9625, 374, 12095, 13, 576, 6722, 315, 9856, 374]])
+    logits = run_portable(session(tmp_path / "ort"), real.config, ids, split=4)  # prefill 4 + 8 decode steps
+    assert np.abs(logits - torch_logits(real.model, ids)).max() <= 1e-3
     tok = Tokenizer(real.tokenizer_dir)
     prompt = tok.encode("The capital of France is")
     expected = list(generate(TorchStep(real.model), prompt, Sampling(max_new_tokens=8)))
