@@ -97,30 +97,34 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
         cos = weight("cos_cache", (freqs.cos() * model.rope_scale).to(dtype))
         sin = weight("sin_cache", (freqs.sin() * model.rope_scale).to(dtype))
 
-        embed = weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
-        h = node("Gather", "/model/embed_tokens/Gather", [embed, "input_ids"])
-        residual, x = h, None
         eps = float(cfg.rms_norm_eps)
+
+        def rms_norm(name, key, h, residual=None):
+            """(normed, residual): SimplifiedLayerNorm(h) first, then SkipSimplifiedLayerNorm(residual + h)."""
+            w = weight(key, sd[key])
+            if residual is None:
+                x = node(
+                    "SimplifiedLayerNormalization", f"{name}/LayerNorm", [h, w], epsilon=eps, axis=-1, stash_type=1
+                )
+                return x, h
+            x, _, _, residual = node(
+                "SkipSimplifiedLayerNormalization",
+                f"{name}/SkipLayerNorm",
+                [residual, h, w],
+                n_out=4,
+                domain=MS,
+                epsilon=eps,
+            )
+            return x, residual
+
+        def linear(name, x, key):  # stored [in, out], as MatMul (and MatMulNBits) read it
+            return node("MatMul", f"{name}/MatMul", [x, weight(key, sd[key].T)])
+
+        embed = weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
+        h, residual = node("Gather", "/model/embed_tokens/Gather", [embed, "input_ids"]), None
         for i in range(cfg.num_hidden_layers):
             p, base = f"model.layers.{i}.", f"/model/layers.{i}"
-            if i == 0:
-                x = node(
-                    "SimplifiedLayerNormalization",
-                    f"{base}/input_layernorm/LayerNorm",
-                    [h, weight(p + "input_layernorm.weight", sd[p + "input_layernorm.weight"])],
-                    epsilon=eps,
-                    axis=-1,
-                    stash_type=1,
-                )
-            else:
-                x, _, _, residual = node(
-                    "SkipSimplifiedLayerNormalization",
-                    f"{base}/input_layernorm/SkipLayerNorm",
-                    [residual, h, weight(p + "input_layernorm.weight", sd[p + "input_layernorm.weight"])],
-                    n_out=4,
-                    domain=MS,
-                    epsilon=eps,
-                )
+            x, residual = rms_norm(f"{base}/input_layernorm", p + "input_layernorm.weight", h, residual)
             a = p + "self_attn."
             w_qkv = torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]).T
             b_qkv = torch.cat([sd[a + "q_proj.bias"], sd[a + "k_proj.bias"], sd[a + "v_proj.bias"]])
@@ -140,45 +144,20 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
                 local_window_size=-1,
             )
             nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
-            o = node(
-                "MatMul", f"{base}/attn/o_proj/MatMul", [attn, weight(a + "o_proj.weight", sd[a + "o_proj.weight"].T)]
-            )
-            x, _, _, residual = node(
-                "SkipSimplifiedLayerNormalization",
-                f"{base}/post_attention_layernorm/SkipLayerNorm",
-                [residual, o, weight(p + "post_attention_layernorm.weight", sd[p + "post_attention_layernorm.weight"])],
-                n_out=4,
-                domain=MS,
-                epsilon=eps,
+            o = linear(f"{base}/attn/o_proj", attn, a + "o_proj.weight")
+            x, residual = rms_norm(
+                f"{base}/post_attention_layernorm", p + "post_attention_layernorm.weight", o, residual
             )
             m = p + "mlp."
-            gate = node(
-                "MatMul",
-                f"{base}/mlp/gate_proj/MatMul",
-                [x, weight(m + "gate_proj.weight", sd[m + "gate_proj.weight"].T)],
-            )
-            up = node(
-                "MatMul", f"{base}/mlp/up_proj/MatMul", [x, weight(m + "up_proj.weight", sd[m + "up_proj.weight"].T)]
+            gate, up = (
+                linear(f"{base}/mlp/gate_proj", x, m + "gate_proj.weight"),
+                linear(f"{base}/mlp/up_proj", x, m + "up_proj.weight"),
             )
             act = node("Mul", f"{base}/mlp/act_fn/Mul", [gate, node("Sigmoid", f"{base}/mlp/act_fn/Sigmoid", [gate])])
-            h = node(
-                "MatMul",
-                f"{base}/mlp/down_proj/MatMul",
-                [
-                    node("Mul", f"{base}/mlp/Mul", [act, up]),
-                    weight(m + "down_proj.weight", sd[m + "down_proj.weight"].T),
-                ],
-            )
-        x, _, _, _ = node(
-            "SkipSimplifiedLayerNormalization",
-            "/model/norm/SkipLayerNorm",
-            [residual, h, weight("model.norm.weight", sd["model.norm.weight"])],
-            n_out=4,
-            domain=MS,
-            epsilon=eps,
-        )
+            h = linear(f"{base}/mlp/down_proj", node("Mul", f"{base}/mlp/Mul", [act, up]), m + "down_proj.weight")
+        x, _ = rms_norm("/model/norm", "model.norm.weight", h, residual)
         # A tied head is stored transposed once more: MatMul (and MatMulNBits once quantized) wants [hidden, vocab].
-        node("MatMul", "/lm_head/MatMul", [x, weight("lm_head.weight", sd["lm_head.weight"].T)])
+        linear("/lm_head", x, "lm_head.weight")
         nodes[-1].output[0] = "logits"
 
     kv = ["batch_size", cfg.num_key_value_heads, "past_sequence_length", cfg.head_dim]

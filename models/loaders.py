@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +35,6 @@ class Loaded:
     model: Qwen2ForCausalLM
     source: dict  # kind, where it came from, and its sha256 when it is one file
     tokenizer_dir: Path | None = None  # holds tokenizer.json + tokenizer_config.json (chat template)
-    extra: dict = field(default_factory=dict)
 
     @property
     def config(self) -> Qwen2Config:
