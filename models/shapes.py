@@ -75,8 +75,11 @@ def shape_config(name: str, **overrides) -> Qwen2Config:
     return Qwen2Config.from_dict({**SHAPES[name], **overrides})
 
 
-def random_model(name_or_config: str | Qwen2Config, dtype=torch.float32, seed: int = 0) -> Qwen2ForCausalLM:
-    """A model of the given shape with random weights (normal, std 0.02, as Qwen2 initialises)."""
+def random_model(
+    name_or_config: str | Qwen2Config, dtype=torch.float32, seed: int = 0, std: float = 0.02
+) -> Qwen2ForCausalLM:
+    """A model of the given shape with random weights (normal, std 0.02 as Qwen2 initialises;
+    tests use a larger std so that greedy continuations vary instead of repeating one token)."""
     cfg = name_or_config if isinstance(name_or_config, Qwen2Config) else shape_config(name_or_config)
     gen = torch.Generator().manual_seed(seed)
     model = Qwen2ForCausalLM.empty(cfg, dtype)
@@ -85,7 +88,7 @@ def random_model(name_or_config: str | Qwen2Config, dtype=torch.float32, seed: i
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
             else:
-                p.normal_(0.0, 0.02, generator=gen)
+                p.normal_(0.0, std, generator=gen)
     return model
 
 

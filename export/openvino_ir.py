@@ -1,0 +1,86 @@
+"""OpenVINO IR from our portable ONNX graph: stateful by default (KV cache kept inside the model).
+
+    portable ONNX --read--> ov.Model --beam_idx Gather on every past--> make stateful
+        --ReadValue starts as zeros [batch, kv_heads, 0, head_dim]--> openvino_model.xml/.bin (fp16)
+
+Stateful IR keeps the cache as OpenVINO variables (ReadValue / Assign) so no KV crosses the API
+per token; `beam_idx` reorders it between steps. This is the form openvino_genai.LLMPipeline and
+optimum-intel's OVModelForCausalLM load. `stateless` keeps explicit past / present tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_XML = "openvino_model.xml"
+
+
+def to_stateful(model, past_names: list[str], present_names: list[str]) -> None:
+    """In place: past_key_values.* inputs and present.* outputs become model state."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    batch = model.input("input_ids").get_partial_shape()[0]
+    beam_idx = ops.parameter(ov.PartialShape([batch]), ov.Type.i32, name="beam_idx")
+    beam_idx.output(0).get_tensor().set_names({"beam_idx"})
+    model.add_parameters([beam_idx])
+    for name in past_names:
+        port = model.input(name)
+        consumers = port.get_target_inputs()
+        reordered = ops.gather(port, beam_idx, ops.constant(np.int64(0)))
+        for consumer in consumers:
+            consumer.replace_source_output(reordered.output(0))
+    model.validate_nodes_and_infer_types()
+    apply_make_stateful_transformation(model, dict(zip(past_names, present_names, strict=True)))
+    # Each conversation starts from an empty cache shaped for the current batch.
+    batch_size = ops.gather(ops.shape_of(model.input("input_ids"), "i64"), ops.constant([0]), ops.constant(0))
+    for op in model.get_ops():
+        if op.get_type_name() != "ReadValue":
+            continue
+        dims = [
+            batch_size if i == 0 else ops.constant(np.array([d.get_min_length()], np.int64))
+            for i, d in enumerate(op.get_output_partial_shape(0))
+        ]
+        zeros = ops.broadcast(
+            ops.constant(np.array(0, dtype=op.get_output_element_type(0).to_dtype())), ops.concat(dims, 0)
+        )
+        op.set_arguments([zeros])
+    model.validate_nodes_and_infer_types()
+
+
+def convert(onnx_path: Path, out_dir: Path, n_layers: int, stateful: bool = True, fp16: bool = True) -> dict:
+    """Write openvino_model.xml / .bin into out_dir; return the io spec."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_path))
+    past = [f"past_key_values.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]
+    present = [f"present.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]
+    if stateful:
+        to_stateful(model, past, present)
+    ov.save_model(model, str(out_dir / MODEL_XML), compress_to_fp16=fp16)
+    shape = lambda port: [str(d) if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]  # noqa: E731
+    return {
+        "inputs": {p.get_any_name(): shape(p) for p in model.inputs},
+        "outputs": {p.get_any_name(): shape(p) for p in model.outputs},
+        "stateful": stateful,
+        "states": len(model.get_sinks()) if stateful else 0,
+    }
+
+
+def convert_tokenizer(tokenizer_dir: Path, out_dir: Path) -> None:
+    """openvino_tokenizer.xml / openvino_detokenizer.xml beside the HF files, so LLMPipeline needs
+    no Python tokenizer."""
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer as convert
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer, detokenizer = convert(hf, with_detokenizer=True, skip_special_tokens=True)
+    ov.save_model(tokenizer, str(out_dir / "openvino_tokenizer.xml"))
+    ov.save_model(detokenizer, str(out_dir / "openvino_detokenizer.xml"))
