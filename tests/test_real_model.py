@@ -99,3 +99,20 @@ def test_ort_export_of_the_real_model_generates_in_onnxruntime_genai(real, real_
     expected = list(generate(TorchStep(real.model), prompt, Sampling(max_new_tokens=8)))
     got = genai_greedy(tmp_path / "ort", prompt, 8)
     assert got == expected and "Paris" in tok.decode(got)
+
+
+def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_gguf, tmp_path):
+    import openvino_genai
+
+    from qwen_edge.export.to_openvino import export_openvino
+
+    export_openvino(real, tmp_path / "ir", weights="fp32")
+    pipe = openvino_genai.LLMPipeline(str(tmp_path / "ir"), "CPU", INFERENCE_PRECISION_HINT="f32")
+    tok = Tokenizer(real.tokenizer_dir)
+    prompt = "The capital of France is"
+    expected = tok.decode(list(generate(TorchStep(real.model), tok.encode(prompt), Sampling(max_new_tokens=8))))
+    config = pipe.get_generation_config()
+    config.max_new_tokens, config.do_sample = 8, False
+    config.apply_chat_template = False  # a raw continuation, like the reference (chat is tested by the demo)
+    text = pipe.generate(prompt, config)  # LLMPipeline's own OpenVINO tokenizer and detokenizer
+    assert text == expected and "Paris" in text
