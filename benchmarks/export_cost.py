@@ -29,20 +29,26 @@ def measure(cmd: list[str]) -> dict:
     return {"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6}
 
 
-def one_run(shape: str, graph: str, extra: list[str]) -> dict:
-    """Run one export from a fresh interpreter so RUSAGE_CHILDREN holds only that export."""
+def run_fresh(cmd: list[str]) -> dict:
+    """Run cmd from a fresh interpreter so RUSAGE_CHILDREN holds only that command."""
     here = os.path.dirname(os.path.abspath(__file__))
     code = f"import json, sys; sys.path.insert(0, {here!r}); from export_cost import measure; "
     code += "print(json.dumps(measure(sys.argv[1:])))"
+    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def folder_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def one_run(shape: str, graph: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         exporter = [os.path.join(os.path.dirname(sys.executable), "qwen-edge"), "export", shape, "-o", f"{tmp}/out"]
-        out = subprocess.run(
-            [sys.executable, "-c", code, *exporter, "--graph", graph, *extra], capture_output=True, text=True
-        )
-        if out.returncode != 0:
-            raise SystemExit(out.stderr[-3000:])
-        sample = json.loads(out.stdout.strip().splitlines()[-1])
-        sample["bytes"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(f"{tmp}/out") for f in fs)
+        sample = run_fresh([*exporter, "--graph", graph, *extra])
+        sample["bytes"] = folder_bytes(f"{tmp}/out")
         return sample
 
 

@@ -64,7 +64,7 @@ def export_onnx(
             onnx_graph.share_weights(tmp / "model.onnx", tmp / "decode.onnx")
         steps.update()
         steps.set_postfix_str("files")
-        write_model_files(loaded, tmp)
+        write_model_files(loaded.config, loaded.tokenizer_dir, tmp)
         if graph == "ort":  # onnxruntime-genai preallocates KV for max_length: --max-context sets it
             ort_graph.write_genai_config(tmp, loaded.model, min(max_context, loaded.config.max_position_embeddings))
         steps.update()
@@ -92,13 +92,11 @@ def export_onnx(
     return manifest
 
 
-def write_model_files(loaded, folder: Path) -> None:
-    """config.json, generation_config.json and the tokenizer files (chat template inside
+def write_model_files(cfg, src: Path | None, folder: Path) -> None:
+    """config.json, generation_config.json and the tokenizer files from `src` (chat template inside
     tokenizer_config.json, where transformers, optimum and onnxruntime-genai all look)."""
-    cfg = loaded.config
     (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
-    src = loaded.tokenizer_dir
     if src is not None:
         for name in ("tokenizer.json", "vocab.json", "merges.txt", "generation_config.json"):
             if (src / name).exists():

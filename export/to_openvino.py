@@ -40,17 +40,20 @@ def export_openvino(
         tqdm(total=4, desc="export openvino", leave=False, disable=None) as steps,
     ):
         start = time.perf_counter()
-        loaded = model if isinstance(model, Loaded) else load(model, torch.float32)
+        owned = not isinstance(model, Loaded)
+        loaded = load(model, torch.float32) if owned else model
+        cfg, tokenizer_dir, source = loaded.config, loaded.tokenizer_dir, loaded.source
         steps.update()
-        cfg = loaded.config
         with tempfile.TemporaryDirectory(dir=tmp, prefix=".onnx-") as onnx_dir:
             onnx_path = Path(onnx_dir) / "model.onnx"
             onnx_graph.trace(loaded.model, onnx_path, "portable")
+            if owned:
+                del loaded  # conversion reads the ONNX file: free the torch weights first (-2 GB for 0.5B)
             steps.update()
             io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
         steps.update()
-        write_model_files(loaded, tmp)
-        if loaded.tokenizer_dir is not None:
+        write_model_files(cfg, tokenizer_dir, tmp)
+        if tokenizer_dir is not None:
             openvino_ir.convert_tokenizer(tmp, tmp)
         manifest = bundle.seal(
             tmp,
@@ -59,7 +62,7 @@ def export_openvino(
                 "graph": "stateless" if stateless else "stateful",
                 "model_file": openvino_ir.MODEL_XML,
                 "precision": weights,
-                "source": loaded.source,
+                "source": source,
                 "config": cfg.to_dict(),
                 "shapes": {},
                 "io": io,

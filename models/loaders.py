@@ -19,7 +19,7 @@ import torch
 from qwen_edge.runtime.manifest import sha256_file
 
 from . import fetch, gguf_file, shapes
-from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, sanitize
+from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, rope_inv_freq, sanitize
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,14 @@ def load_gguf(path: Path, dtype=torch.float32) -> Loaded:
 
 
 def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2ForCausalLM:
-    """Our module holding exactly these tensors; a mismatch is named, not a torch traceback."""
+    """Our module holding exactly these tensors (taken over, not copied: one model in memory, not
+    two); a mismatch is named, not a torch traceback."""
     weights = sanitize(weights, cfg)
-    if cfg.tie_word_embeddings and "model.embed_tokens.weight" in weights:
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
-    model = Qwen2ForCausalLM.empty(cfg, dtype)
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(cfg)
     expected = dict(model.state_dict())
+    if cfg.tie_word_embeddings:
+        expected.pop("lm_head.weight")
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
@@ -116,10 +118,15 @@ def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2For
         if names:
             more = f" (+{len(names) - 1} more)" if len(names) > 1 else ""
             raise ModelSourceError(f"{where}: weights do not match its config: {problem} {names[0]}{more}")
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            tensor.copy_(weights[name])
-    return model
+    # Pop as we go so a dtype conversion never holds both copies of the whole model.
+    state = {name: weights.pop(name).to(dtype).contiguous() for name in list(expected)}
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model.load_state_dict(state, assign=True, strict=True)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.inv_freq = rope_inv_freq(cfg)[0]
+    return model.eval()
 
 
 def gguf_tokenizer(path: Path, sha: str | None, cfg: Qwen2Config) -> Path:

@@ -52,6 +52,8 @@ def test_hf_folder_round_trip(shape, tmp_path):
     model = random_model(shape, seed=3)
     loaded = load(str(save_hf_folder(model, tmp_path / "m", per_expert=True)))
     assert loaded.source["kind"] == "hf" and loaded.config == model.config and len(loaded.source["sha256"]) == 64
+    tied = loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight
+    assert tied == model.config.tie_word_embeddings
     assert torch.equal(logits(loaded.model, IDS), logits(model, IDS))
 
 
