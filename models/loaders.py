@@ -18,7 +18,7 @@ import torch
 
 from qwen_edge.runtime.manifest import sha256_file
 
-from . import fetch, gguf_file, shapes
+from . import fetch, gguf_file, safetensors_file, shapes
 from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, rope_inv_freq, sanitize
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,6 @@ def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Load
 
 
 def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None) -> Loaded:
-    from safetensors.torch import load_file
-
     config_path = folder / "config.json"
     if not config_path.exists():
         raise ModelSourceError(f"{folder} has no config.json: is it an HF model folder?")
@@ -81,7 +79,7 @@ def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None
         raise ModelSourceError(f"{folder} has {hint}")
     weights = {}
     for f in files:
-        weights.update(load_file(f))
+        weights.update(safetensors_file.read(f))
     model = from_weights(cfg, weights, dtype, where=str(folder))
     # One digest for the folder: sha256 over the config's and each weight file's sha256.
     digest = hashlib.sha256()
