@@ -12,6 +12,7 @@ COMMANDS = {
     "fetch": "qwen_edge.cli.fetch",
     "demo": "qwen_edge.cli.demo",
     "export": "qwen_edge.cli.export",
+    "check": "qwen_edge.cli.check",
 }
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("qwen_edge").setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
-        run(**args)
+        status = run(**args)
     except Exception as e:
         # Our own exception types carry a message written for the user: one line, no traceback.
         # Anything else is a bug and keeps its traceback.
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qwen-edge {command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0  # commands that judge (check) return their status
 
 
 if __name__ == "__main__":
