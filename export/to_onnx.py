@@ -53,6 +53,7 @@ def export_onnx(
                 f"--max-context {max_context} exceeds the model's {loaded.config.max_position_embeddings} positions"
             )
         steps.set_postfix_str("trace")
+        genai_max_length = min(max_context, loaded.config.max_position_embeddings)
         extra = {}
         if graph == "ort":
             io = ort_graph.build(loaded.model, tmp / "model.onnx")
@@ -66,12 +67,12 @@ def export_onnx(
         steps.set_postfix_str("files")
         write_model_files(loaded.config, loaded.tokenizer_dir, tmp)
         if graph == "ort":  # onnxruntime-genai preallocates KV for max_length: --max-context sets it
-            ort_graph.write_genai_config(tmp, loaded.model, min(max_context, loaded.config.max_position_embeddings))
+            ort_graph.write_genai_config(tmp, loaded.model, genai_max_length)
         steps.update()
         steps.set_postfix_str("manifest")
         shapes = {"max_prompt": max_prompt, "max_context": max_context} if graph == "static" else {}
         if graph == "ort":
-            shapes = {"genai_max_length": min(max_context, loaded.config.max_position_embeddings)}
+            shapes = {"genai_max_length": genai_max_length}
         manifest = bundle.seal(
             tmp,
             {
