@@ -101,13 +101,19 @@ def test_ort_export_of_the_real_model_generates_in_onnxruntime_genai(real, real_
     assert got == expected and "Paris" in tok.decode(got)
 
 
-def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_gguf, tmp_path):
-    import openvino_genai
-
+@pytest.fixture(scope="module")
+def real_ir(real, tmp_path_factory):
     from qwen_edge.export.to_openvino import export_openvino
 
-    export_openvino(real, tmp_path / "ir", weights="fp32")
-    pipe = openvino_genai.LLMPipeline(str(tmp_path / "ir"), "CPU", INFERENCE_PRECISION_HINT="f32")
+    folder = tmp_path_factory.mktemp("real_ir") / "ir"
+    export_openvino(real, folder, weights="fp32")
+    return folder
+
+
+def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_ir):
+    import openvino_genai
+
+    pipe = openvino_genai.LLMPipeline(str(real_ir), "CPU", INFERENCE_PRECISION_HINT="f32")
     tok = Tokenizer(real.tokenizer_dir)
     prompt = "The capital of France is"
     expected = tok.decode(list(generate(TorchStep(real.model), tok.encode(prompt), Sampling(max_new_tokens=8))))
@@ -116,3 +122,18 @@ def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_gguf, tmp_
     config.apply_chat_template = False  # a raw continuation, like the reference (chat is tested by the demo)
     text = pipe.generate(prompt, config)  # LLMPipeline's own OpenVINO tokenizer and detokenizer
     assert text == expected and "Paris" in text
+
+
+def test_openvino_tokenizer_encodes_like_the_original(real_ir, wikitext_lines):
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops)
+
+    ours = Tokenizer(real_ir)
+    converted = ov.Core().compile_model(str(real_ir / "openvino_tokenizer.xml"), "CPU")
+    lines = wikitext_lines[:300] + [
+        "Écris «bonjour» en 日本語 🙂",
+        "def f(x):\n    return x",
+        "<|im_start|>user\nhi<|im_end|>",
+    ]
+    for line in lines:
+        assert list(converted([line])["input_ids"][0]) == ours.encode(line), line
