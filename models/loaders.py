@@ -19,7 +19,7 @@ import torch
 from qwen_edge.runtime.manifest import sha256_file
 
 from . import fetch, gguf_file, safetensors_file, shapes
-from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, rope_inv_freq, sanitize
+from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, sanitize
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2For
     if cfg.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, assign=True, strict=True)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    model.inv_freq = rope_inv_freq(cfg)[0]
-    return model.eval()
+    return model.materialized()
 
 
 def gguf_tokenizer(path: Path, sha: str | None, cfg: Qwen2Config) -> Path:

@@ -288,10 +288,15 @@ class Qwen2ForCausalLM(nn.Module):
         with torch.device("meta"):
             model = cls(cfg)
         model.to_empty(device="cpu").to(dtype)
-        if cfg.tie_word_embeddings:  # to_empty allocates each parameter anew, which unties them
-            model.lm_head.weight = model.model.embed_tokens.weight
-        model.inv_freq = rope_inv_freq(cfg)[0]
-        return model.eval()
+        return model.materialized()
+
+    def materialized(self) -> Qwen2ForCausalLM:
+        """After the parameters were replaced (to_empty, load_state_dict(assign=True)), which
+        unties a tied head and leaves the rope buffer on the meta device: tie and set it again."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.inv_freq = rope_inv_freq(self.config)[0]
+        return self.eval()
 
     def forward(self, input_ids, position_ids, attention_mask, past_key_values, cache_position=None):
         """One step: input_ids / position_ids [b, t]; attention_mask [b, keys] of 0/1;
