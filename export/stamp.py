@@ -71,7 +71,8 @@ def resolve_use(node, tensor, folder: Path, params: dict[str, torch.Tensor]) -> 
     exporter merges identical initializers, so a layer may read another layer's tensor."""
     value = None
     for scope in reversed(_scopes(node)):
-        if not scope.startswith(PREFIX + "model.layers."):
+        # Below the backbone only: the backbone owns every parameter (a slow, ambiguous scan).
+        if not scope.startswith(PREFIX) or scope == PREFIX + "model":
             continue
         module = scope[len(PREFIX) :] + "."
         for name, p in params.items():
@@ -87,7 +88,7 @@ def resolve_use(node, tensor, folder: Path, params: dict[str, torch.Tensor]) -> 
 
 def weight_sources(graph, folder: Path, params: dict[str, torch.Tensor]) -> dict[str, tuple[str, bool]]:
     """Initializer name -> (parameter name, transposed?) for every initializer that is a parameter
-    or a folded transpose of one. Folded ones are matched among the consumer module's parameters."""
+    or a folded (transposed) copy of one, matched among its first consumer's module parameters."""
     consumers = {}
     for node in graph.node:
         for name in node.input:
@@ -98,16 +99,9 @@ def weight_sources(graph, folder: Path, params: dict[str, torch.Tensor]) -> dict
             sources[t.name] = (t.name[len(PREFIX) :], False)
             continue
         node = consumers.get(t.name)
-        if node is None or not uses_external_data(t):
-            continue
-        value = _read(folder, t)
-        candidates = [s[len(PREFIX) :] + ".weight" for s in _scopes(node) if s.startswith(PREFIX)]
-        for name in candidates:
-            p = params.get(name)
-            if p is not None and p.ndim == 2 and tuple(p.shape[::-1]) == value.shape:
-                if np.array_equal(p.detach().numpy().T, value):
-                    sources[t.name] = (name, True)
-                    break
+        found = resolve_use(node, t, folder, params) if node is not None and uses_external_data(t) else None
+        if found:
+            sources[t.name] = found
     return sources
 
 
