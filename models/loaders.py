@@ -95,7 +95,7 @@ def load_gguf(path: Path, dtype=torch.float32) -> Loaded:
     cfg = gguf_file.read_config(path, reader)
     weights = gguf_file.read_tensors(path, cfg, torch.float32, reader)
     model = from_weights(cfg, weights, dtype, where=path.name)
-    sha = sha256_file(path) if path.stat().st_size < (4 << 30) else None
+    sha = fetch.verified_sha256(path) or (sha256_file(path) if path.stat().st_size < (4 << 30) else None)
     tok_dir = gguf_tokenizer(path, sha, cfg)
     return Loaded(model, {"kind": "gguf", "path": str(path.resolve()), "sha256": sha}, tok_dir)
 
