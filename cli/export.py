@@ -19,11 +19,23 @@ def configure_parser(p) -> None:
         help="ONNX graph. ort: ONNX Runtime fused ops + genai_config.json (default); portable: standard ops; "
         "static: NPU / mobile",
     )
-    p.add_argument("--max-prompt", type=int, default=128, help="static: tokens per prefill chunk")
-    p.add_argument("--max-context", type=int, default=1024, help="static: KV cache slots; ort: genai max_length")
+    p.add_argument(
+        "--max-prompt", type=int, default=None, help="static / NPU: tokens per prefill chunk (128; NPU 1024)"
+    )
+    p.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        help="static / NPU: KV cache slots; ort: genai max_length (1024; NPU 2048)",
+    )
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="ONNX weights and compute")
     p.add_argument("--weights", default="fp16", choices=["fp16", "fp32"], help="OpenVINO IR weight storage")
     p.add_argument("--stateless", action="store_true", help="OpenVINO: explicit KV inputs / outputs, no state")
+    p.add_argument(
+        "--device-profile",
+        choices=["npu"],
+        help="OpenVINO: prepare for a device's rules. npu: static prefill + decode IRs, symmetric INT4, lint checked",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
@@ -32,21 +44,26 @@ def run(
     output: str,
     format: str = "onnx",
     graph: str = "ort",
-    max_prompt: int = 128,
-    max_context: int = 1024,
+    max_prompt: int | None = None,
+    max_context: int | None = None,
     dtype: str = "fp32",
     weights: str = "fp16",
     stateless: bool = False,
+    device_profile: str | None = None,
     overwrite: bool = False,
 ) -> list[dict]:
     from pathlib import Path
 
+    from qwen_edge.export.npu_rules import NPU
     from qwen_edge.export.to_onnx import export_onnx
     from qwen_edge.export.to_openvino import export_openvino
     from qwen_edge.models.loaders import load
 
-    onnx = dict(graph=graph, max_prompt=max_prompt, max_context=max_context, dtype=dtype, overwrite=overwrite)
-    openvino = dict(weights=weights, stateless=stateless, overwrite=overwrite)
+    onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context or 1024, dtype=dtype)
+    openvino = dict(weights=weights, stateless=stateless, device_profile=device_profile)
+    if device_profile == "npu":
+        openvino.update(max_prompt=max_prompt or NPU.max_prompt, max_context=max_context or NPU.max_context)
+    onnx["overwrite"] = openvino["overwrite"] = overwrite
     if format == "onnx":
         jobs = [(export_onnx, output, onnx)]
     elif format == "openvino":

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qwen_edge.runtime.manifest import read
 
+from .openvino_ir import read_ir
+
 
 @dataclass(frozen=True)
 class NpuProfile:
@@ -29,7 +31,10 @@ def check(folder: str | Path, profile: NpuProfile = NPU) -> list[str]:
     manifest = read(folder)
     problems = _shape_limits(manifest)
     if manifest.get("format") == "openvino":
-        problems += _openvino(folder / manifest["model_file"], profile)
+        for name in [manifest["model_file"], manifest.get("decode_file")]:
+            if name:
+                found = _openvino(read_ir(folder, manifest, name), profile)
+                problems += [f"{name}: {p}" for p in found] if manifest.get("decode_file") else found
     else:
         problems += _onnx(folder, manifest, profile)
     return problems
@@ -54,10 +59,7 @@ def _dynamic(name: str, dims) -> str:
     )
 
 
-def _openvino(xml: Path, profile: NpuProfile) -> list[str]:
-    import openvino as ov
-
-    model = ov.Core().read_model(str(xml))
+def _openvino(model, profile: NpuProfile) -> list[str]:
     problems = [
         _dynamic(p.get_any_name(), str(p.get_partial_shape())) for p in model.inputs if p.get_partial_shape().is_dynamic
     ]

@@ -9,7 +9,9 @@ Graphs:
 - portable: standard ONNX ops, dynamic batch / sequence / past length; present = past + new.
 - static: every dimension fixed (batch 1, `max_prompt` tokens per call, `max_context` KV slots);
   an extra `cache_position` [max_prompt] input says which slots the new tokens are written to, and
-  present has the same shape as past. For the Intel NPU and mobile runtimes.
+  present has the same shape as past. For the Intel NPU and mobile runtimes. With max_prompt=0
+  the tokens per call stay symbolic ("sequence") and only the KV capacity is fixed: one graph that
+  is later fixed to a prefill window and to one-token decode without tracing twice.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def io_spec(model: Qwen2ForCausalLM, graph: str, max_prompt: int = 0, max_contex
     cfg = model.config
     kv, h = cfg.num_key_value_heads, cfg.head_dim
     if graph == "static":
-        tokens, keys = [1, max_prompt], [1, max_context]
+        tokens, keys = [1, max_prompt or "sequence"], [1, max_context]
         past = present = [1, kv, max_context, h]
     else:
         tokens, keys = ["batch", "sequence"], ["batch", "past_sequence + sequence"]
@@ -65,7 +67,7 @@ def io_spec(model: Qwen2ForCausalLM, graph: str, max_prompt: int = 0, max_contex
     inputs = {"input_ids": tokens, "attention_mask": keys, "position_ids": tokens}
     inputs.update({name: past for name in kv_names(cfg.num_hidden_layers, "past_key_values")})
     if graph == "static":
-        inputs["cache_position"] = [max_prompt]
+        inputs["cache_position"] = tokens[1:]
     outputs = {"logits": [*tokens, cfg.vocab_size]}
     outputs.update({name: present for name in kv_names(cfg.num_hidden_layers, "present")})
     dtypes = {"input_ids": "int64", "attention_mask": "int64", "position_ids": "int64", "cache_position": "int64"}
@@ -87,14 +89,18 @@ def trace(
     layers = cfg.num_hidden_layers
     if graph == "static":
         past = model.empty_cache(1, max_context, dtype)
+        n = max_prompt or 3  # an example size other than 0 / 1 keeps a symbolic window symbolic
         args = (
-            torch.zeros(1, max_prompt, dtype=torch.long),
+            torch.zeros(1, n, dtype=torch.long),
             torch.ones(1, max_context, dtype=torch.long),
-            torch.arange(max_prompt)[None],
+            torch.arange(n)[None],
             [t for kv in past for t in kv],
-            torch.arange(max_prompt),
+            torch.arange(n),
         )
         dynamic_shapes = None
+        if not max_prompt:
+            window = torch.export.Dim("sequence", max=max_context)
+            dynamic_shapes = ({1: window}, None, {1: window}, [None] * (2 * layers), {0: window})
     else:
         # Example sizes other than 0 / 1 so torch.export keeps the dimensions symbolic.
         b, t, p = 2, 3, 4
@@ -156,7 +162,9 @@ def _args_for(args, layers):
 
 
 def _shapes_for(dynamic_shapes, layers):
-    return None if dynamic_shapes is None else (*dynamic_shapes[:3], dynamic_shapes[3][: 2 * layers])
+    return (
+        None if dynamic_shapes is None else (*dynamic_shapes[:3], dynamic_shapes[3][: 2 * layers], *dynamic_shapes[4:])
+    )
 
 
 def _export(model, args, dynamic_shapes, path: Path, external_data: bool) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MODEL_XML = "openvino_model.xml"
+DECODE_XML = "openvino_decode.xml"
 
 
 def to_stateful(model, past_names: list[str], present_names: list[str]) -> None:
@@ -64,13 +65,51 @@ def convert(onnx_path: Path, out_dir: Path, n_layers: int, stateful: bool = True
     if stateful:
         to_stateful(model, past, present)
     ov.save_model(model, str(out_dir / MODEL_XML), compress_to_fp16=fp16)
+    return io_of(model)
+
+
+def io_of(model) -> dict:
     shape = lambda port: [str(d) if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]  # noqa: E731
+    stateful = bool(model.get_sinks())
     return {
         "inputs": {p.get_any_name(): shape(p) for p in model.inputs},
         "outputs": {p.get_any_name(): shape(p) for p in model.outputs},
         "stateful": stateful,
-        "states": len(model.get_sinks()) if stateful else 0,
+        "states": len(model.get_sinks()),
     }
+
+
+def fix_windows(model, out_dir: Path, windows: dict[str, int]) -> dict:
+    """One fully static IR per {file name: tokens per call} from a model whose window is symbolic
+    (its KV capacity already fixed). Reshaping changes no constant, so the weights files come out
+    byte-identical: the first is kept and shared, the others deleted. Returns {file: io spec} and
+    the shared weights file under "weights_file" (None when they differ and each keeps its own)."""
+    import filecmp
+
+    import openvino as ov
+
+    ios = {}
+    for name, n in windows.items():
+        fixed = model.clone()
+        fixed.reshape({"input_ids": [1, n], "position_ids": [1, n], "cache_position": [n]})
+        ov.save_model(fixed, str(out_dir / name), compress_to_fp16=True)
+        ios[name] = io_of(fixed)
+    first, *others = [out_dir / Path(name).with_suffix(".bin") for name in windows]
+    shared = all(filecmp.cmp(first, other, shallow=False) for other in others)
+    if shared:
+        for other in others:
+            other.unlink()
+    else:
+        log.warning("the fixed-window IRs' weights differ: each keeps its own .bin")
+    return {"io": ios, "weights_file": first.name if shared else None}
+
+
+def read_ir(folder: Path, manifest: dict, name: str):
+    """An IR from an export folder, with the folder's shared weights file when it has one."""
+    import openvino as ov
+
+    weights = manifest.get("weights_file")
+    return ov.Core().read_model(str(folder / name), str(folder / weights) if weights else None)
 
 
 def convert_tokenizer(tokenizer_dir: Path, out_dir: Path) -> None:

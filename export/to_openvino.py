@@ -1,5 +1,10 @@
 """MODEL -> a self-contained OpenVINO folder: IR (stateful by default), tokenizer IRs, HF files,
-manifest. Loads in openvino_genai.LLMPipeline and optimum-intel's OVModelForCausalLM as it is."""
+manifest. Loads in openvino_genai.LLMPipeline and optimum-intel's OVModelForCausalLM as it is.
+
+`device_profile="npu"` writes what the Intel NPU compiles instead: two fully static stateless IRs
+sharing one weights file — openvino_model.xml takes `max_prompt` tokens per call (chunked prefill),
+openvino_decode.xml one — over a KV cache of `max_context` slots, weights symmetric INT4 (the
+`int4-npu` recipe); the NPU lint must pass before the folder is sealed."""
 
 from __future__ import annotations
 
@@ -12,13 +17,15 @@ import torch
 from tqdm import tqdm
 
 from qwen_edge.models.loaders import Loaded, load
+from qwen_edge.quantize.recipes import compress_openvino, preset
 
-from . import bundle, onnx_graph, openvino_ir
+from . import bundle, npu_rules, onnx_graph, openvino_ir
 from .to_onnx import write_model_files
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = ("fp16", "fp32")
+PROFILES = ("npu",)
 
 
 class OpenVINOExportError(ValueError):
@@ -30,11 +37,18 @@ def export_openvino(
     output: str | Path,
     weights: str = "fp16",
     stateless: bool = False,
+    device_profile: str | None = None,
+    max_prompt: int = npu_rules.NPU.max_prompt,
+    max_context: int = npu_rules.NPU.max_context,
     overwrite: bool = False,
 ) -> dict:
     """Export MODEL as an OpenVINO IR folder; return its manifest."""
     if weights not in WEIGHTS:
         raise OpenVINOExportError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    if device_profile not in (None, *PROFILES):
+        raise OpenVINOExportError(f"unknown device profile {device_profile!r}; choose one of {', '.join(PROFILES)}")
+    if device_profile and not 0 < max_prompt <= max_context:
+        raise OpenVINOExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
     with (
         bundle.staged(output, overwrite) as tmp,
         tqdm(total=4, desc="export openvino", leave=False, disable=None) as steps,
@@ -43,14 +57,26 @@ def export_openvino(
         owned = not isinstance(model, Loaded)
         loaded = load(model, torch.float32) if owned else model
         cfg, tokenizer_dir, source = loaded.config, loaded.tokenizer_dir, loaded.source
+        if device_profile and max_context > cfg.max_position_embeddings:
+            raise OpenVINOExportError(
+                f"--max-context {max_context} exceeds the model's {cfg.max_position_embeddings} positions"
+            )
         steps.update()
         with tempfile.TemporaryDirectory(dir=tmp, prefix=".onnx-") as onnx_dir:
             onnx_path = Path(onnx_dir) / "model.onnx"
-            onnx_graph.trace(loaded.model, onnx_path, "portable")
+            if device_profile:  # KV capacity fixed, window symbolic until fix_windows
+                onnx_graph.trace(loaded.model, onnx_path, "static", 0, max_context)
+            else:
+                onnx_graph.trace(loaded.model, onnx_path, "portable")
             if owned:
                 del loaded  # conversion reads the ONNX file: free the torch weights first (-2 GB for 0.5B)
             steps.update()
-            io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
+            if device_profile:
+                extra = _npu_irs(onnx_path, tmp, max_prompt)
+                io = extra.pop("io")
+            else:
+                io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
+                extra = {}
         steps.update()
         write_model_files(cfg, tokenizer_dir, tmp)
         if tokenizer_dir is not None:
@@ -59,16 +85,38 @@ def export_openvino(
             tmp,
             {
                 "format": "openvino",
-                "graph": "stateless" if stateless else "stateful",
+                "graph": "static" if device_profile else "stateless" if stateless else "stateful",
                 "model_file": openvino_ir.MODEL_XML,
-                "precision": weights,
+                "precision": "int4" if device_profile else weights,
                 "source": source,
                 "config": cfg.to_dict(),
-                "shapes": {},
+                "shapes": {"max_prompt": max_prompt, "max_context": max_context} if device_profile else {},
                 "io": io,
+                **extra,
                 "tokenizer": (tmp / "tokenizer.json").exists(),
             },
         )
+        if device_profile:
+            problems = npu_rules.check(tmp)
+            if problems:  # a bug of ours, not the user's: say what broke rather than ship it
+                raise OpenVINOExportError(f"the NPU export breaks the NPU rules: {'; '.join(problems)}")
         steps.update()
     log.info("exported %s (OpenVINO IR, %s) in %.1f s", Path(output), manifest["graph"], time.perf_counter() - start)
     return manifest
+
+
+def _npu_irs(onnx_path: Path, out_dir: Path, max_prompt: int) -> dict:
+    """Symmetric INT4 once, then a prefill IR (max_prompt tokens) and a decode IR (1 token) sharing
+    the weights file."""
+    import openvino as ov
+
+    model, recipe = compress_openvino(ov.Core().read_model(str(onnx_path)), preset("int4-npu"))
+    fixed = openvino_ir.fix_windows(model, out_dir, {openvino_ir.MODEL_XML: max_prompt, openvino_ir.DECODE_XML: 1})
+    return {
+        "io": fixed["io"][openvino_ir.MODEL_XML],
+        "decode_file": openvino_ir.DECODE_XML,
+        "decode_io": fixed["io"][openvino_ir.DECODE_XML],
+        "weights_file": fixed["weights_file"],
+        "device_profile": "npu",
+        "recipe": {"name": "int4-npu", **recipe.to_dict(), "calibration": None},
+    }

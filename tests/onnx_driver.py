@@ -89,3 +89,21 @@ def run_static(prefill, decode, cfg, ids, n_prompt, max_prompt, max_context):
     for slot in range(n_prompt, len(ids)):
         out.append(call(decode, [int(ids[slot])], [slot], slot + 1)[0])
     return np.stack(out)
+
+
+class OVSession:
+    """An OpenVINO IR behind the slice of ORT's InferenceSession API that run_static uses."""
+
+    def __init__(self, model):
+        import openvino as ov
+
+        self.names = [o.get_any_name() for o in model.outputs]
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.request = compiled.create_infer_request()
+
+    def get_outputs(self):
+        return [type("Output", (), {"name": n}) for n in self.names]
+
+    def run(self, _, feed):
+        result = self.request.infer(feed)
+        return [result[n] for n in self.names]

@@ -1,0 +1,119 @@
+"""Weight-compression recipes as data: each maps field for field onto `nncf.compress_weights`.
+
+A recipe says how weights are stored (mode, group size, the share of layers at 4 bit and the
+precision of the rest) and which data-aware methods run when calibration text is given.
+Named presets cover the common targets; everything else is `dataclasses.replace(preset, ...)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+MODES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
+BACKUPS = ("int8_asym", "int8_sym", "none")
+
+
+class RecipeError(ValueError):
+    """A recipe that NNCF would refuse, or that does not fit the model."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    mode: str = "int4_asym"
+    group_size: int = 128  # -1: one scale per output channel
+    ratio: float = 1.0  # share of the 4-bit-eligible layers at 4 bit; the rest at `backup`
+    backup: str = "int8_asym"  # precision of embeddings, lm_head and layers left out by `ratio`
+    all_layers: bool = False  # True: embeddings and lm_head at 4 bit too
+    awq: bool = False  # data-aware methods: they run only when calibration data is given
+    scale_estimation: bool = False
+    gptq: bool = False
+    lora_correction: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise RecipeError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.backup not in BACKUPS:
+            raise RecipeError(f"unknown backup {self.backup!r}; choose one of {', '.join(BACKUPS)}")
+        if not 0 < self.ratio <= 1:
+            raise RecipeError(f"ratio {self.ratio} must be in (0, 1]")
+        if self.group_size != -1 and self.group_size <= 0:
+            raise RecipeError(f"group size {self.group_size} must be positive, or -1 for channel-wise")
+
+    @property
+    def bits(self) -> int:
+        return 4 if self.mode.startswith("int4") else 8
+
+    @property
+    def data_aware(self) -> bool:
+        return self.awq or self.scale_estimation or self.gptq or self.lora_correction
+
+    def fitted(self, matmul_inputs: list[int]) -> Recipe:
+        """This recipe, with group size -1 when a MatMul's input size is not a multiple of the group
+        (NNCF refuses such a model); said in the log."""
+        if self.bits == 8 or self.group_size == -1 or all(n % self.group_size == 0 for n in matmul_inputs):
+            return self
+        log.warning(
+            "input sizes %s are not multiples of group %d: channel-wise", sorted(set(matmul_inputs)), self.group_size
+        )
+        return dataclasses.replace(self, group_size=-1)
+
+    def without_data(self) -> Recipe:
+        """What actually runs when no calibration data is given: no data-aware method."""
+        return dataclasses.replace(self, awq=False, scale_estimation=False, gptq=False, lora_correction=False)
+
+    def nncf_kwargs(self, dataset=None) -> dict:
+        import nncf
+
+        kwargs = {"mode": nncf.CompressWeightsMode(self.mode)}
+        if self.bits == 4:
+            kwargs.update(
+                group_size=self.group_size,
+                ratio=self.ratio,
+                all_layers=self.all_layers,
+                backup_mode=nncf.BackupMode(self.backup),
+            )
+        if dataset is not None:
+            kwargs.update(
+                dataset=dataset,
+                awq=self.awq,
+                scale_estimation=self.scale_estimation,
+                gptq=self.gptq,
+                lora_correction=self.lora_correction,
+            )
+        return kwargs
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "int8": Recipe(mode="int8_asym", group_size=-1),
+    # The default INT4: asymmetric g128, with AWQ and scale estimation when calibration text is given.
+    "int4": Recipe(mode="int4_asym", awq=True, scale_estimation=True),
+    # Intel NPU: symmetric INT4, g128 or channel-wise, every eligible layer at 4 bit.
+    "int4-npu": Recipe(mode="int4_sym", backup="int8_sym", awq=True, scale_estimation=True),
+}
+
+
+def preset(name: str) -> Recipe:
+    if name not in PRESETS:
+        raise RecipeError(f"unknown recipe {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def compress_openvino(model, recipe: Recipe, dataset=None):
+    """The ov.Model with its weights compressed by NNCF as the recipe says, and the recipe that ran
+    (group size fitted to the model, data-aware methods dropped when there is no data)."""
+    import nncf
+
+    sizes = [
+        op.input_value(1).get_partial_shape()[-1 if op.get_attributes().get("transpose_b") else -2].get_length()
+        for op in model.get_ops()
+        if op.get_type_name() == "MatMul" and op.input_value(1).get_node().get_type_name() in ("Constant", "Convert")
+    ]
+    recipe = recipe.fitted(sizes) if dataset is not None else recipe.fitted(sizes).without_data()
+    return nncf.compress_weights(model, **recipe.nncf_kwargs(dataset)), recipe
