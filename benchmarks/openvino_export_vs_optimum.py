@@ -1,6 +1,9 @@
 """Our OpenVINO IR export against `optimum-cli export openvino`, side by side, interleaved.
 
-    .venv/bin/python benchmarks/openvino_export_vs_optimum.py [Qwen2-0.5B] --runs 3 [--weights fp16]
+    .venv/bin/python benchmarks/openvino_export_vs_optimum.py [Qwen2-0.5B] --runs 3 [--weights fp16|int4-npu]
+
+int4-npu: ours with `--device-profile npu` (static prefill + decode IRs, symmetric INT4 g128) against
+`optimum-cli ... --weight-format int4 --sym --group-size 128 --ratio 1.0` (Intel's NPU recipe).
 
 Both read the same HF folder (random weights at the shape, written once as safetensors), each run
 in a fresh process; time is wall clock, peak RSS that process's own. Prints medians and ratios;
@@ -41,7 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("shape", nargs="?", default="Qwen2-0.5B")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--weights", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--weights", default="fp16", choices=["fp16", "fp32", "int4-npu"])
     p.add_argument("--json")
     args = p.parse_args()
     tools = {
@@ -53,8 +56,7 @@ def main() -> None:
             out,
             "--format",
             "openvino",
-            "--weights",
-            args.weights,
+            *(["--device-profile", "npu"] if args.weights == "int4-npu" else ["--weights", args.weights]),
         ],
         "optimum-cli": lambda src, out: [
             f"{BIN}/optimum-cli",
@@ -65,7 +67,11 @@ def main() -> None:
             "--task",
             "text-generation-with-past",
             "--weight-format",
-            args.weights,
+            *(
+                ["int4", "--sym", "--group-size", "128", "--ratio", "1.0"]
+                if args.weights == "int4-npu"
+                else [args.weights]
+            ),
             out,
         ],
     }

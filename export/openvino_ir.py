@@ -55,11 +55,39 @@ def to_stateful(model, past_names: list[str], present_names: list[str]) -> None:
     model.validate_nodes_and_infer_types()
 
 
+def retie(model) -> bool:
+    """A tied head leaves the ONNX trace as a second, transposed copy of the embedding table. Point
+    the head's MatMul at the embedding itself (transpose_b) so the IR stores the table once, as
+    optimum-intel's does: -272 MB fp16 for Qwen2-0.5B. Only byte-equal copies are merged."""
+    import openvino.opset13 as ops
+
+    def const(port):
+        node = port.get_node()
+        return node if node.get_type_name() == "Constant" else None
+
+    tables = [const(op.input_value(0)) for op in model.get_ops() if op.get_type_name() == "Gather"]
+    tables = [t for t in tables if t is not None and len(t.get_output_shape(0)) == 2]
+    for op in model.get_ops():
+        if op.get_type_name() != "MatMul" or op.get_attributes()["transpose_b"]:
+            continue
+        head = const(op.input_value(1))
+        for table in tables:
+            if head is None or list(head.get_output_shape(0)) != list(table.get_output_shape(0))[::-1]:
+                continue
+            if np.array_equal(head.get_data().T, table.get_data()):
+                tied = ops.matmul(op.input_value(0), table.output(0), op.get_attributes()["transpose_a"], True)
+                tied.set_friendly_name(op.get_friendly_name())
+                op.output(0).replace(tied.output(0))
+                return True
+    return False
+
+
 def convert(onnx_path: Path, out_dir: Path, n_layers: int, stateful: bool = True, fp16: bool = True) -> dict:
     """Write openvino_model.xml / .bin into out_dir; return the io spec."""
     import openvino as ov
 
     model = ov.Core().read_model(str(onnx_path))
+    retie(model)
     past = [f"past_key_values.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]
     present = [f"present.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]
     if stateful:
@@ -121,13 +149,15 @@ def convert_tokenizer(tokenizer_dir: Path, out_dir: Path) -> None:
 
     # transformers 5 warns of an "incorrect regex pattern" (a Mistral heuristic) on Qwen's correct one;
     # the converted tokenizer was checked to encode WikiText exactly like the original.
-    quiet = logging.getLogger("transformers.tokenization_utils_base")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    quiet = [logging.getLogger(f"transformers.tokenization_utils_{m}") for m in ("base", "tokenizers")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
         hf = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     finally:
-        quiet.setLevel(level)
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     tokenizer, detokenizer = convert(hf, with_detokenizer=True, skip_special_tokens=True)
     ov.save_model(tokenizer, str(out_dir / "openvino_tokenizer.xml"))
     ov.save_model(detokenizer, str(out_dir / "openvino_detokenizer.xml"))

@@ -110,7 +110,9 @@ def _npu_irs(onnx_path: Path, out_dir: Path, max_prompt: int) -> dict:
     the weights file."""
     import openvino as ov
 
-    model, recipe = compress_openvino(ov.Core().read_model(str(onnx_path)), preset("int4-npu"))
+    model = ov.Core().read_model(str(onnx_path))
+    openvino_ir.retie(model)
+    model, recipe = compress_openvino(model, preset("int4-npu"))
     fixed = openvino_ir.fix_windows(model, out_dir, {openvino_ir.MODEL_XML: max_prompt, openvino_ir.DECODE_XML: 1})
     return {
         "io": fixed["io"][openvino_ir.MODEL_XML],

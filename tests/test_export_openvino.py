@@ -121,3 +121,28 @@ def test_optimum_intel_generates_like_torch(gguf_ir):
     )
     expected = torch_greedy(model, 12)
     assert out[0, len(PROMPT) :].tolist()[: len(expected)] == expected
+
+
+def test_format_all_writes_both_formats_from_one_load_and_they_agree(tmp_path):
+    """One run, both formats: the ONNX folder (plain ORT) and the IR (LLMPipeline) give torch's tokens."""
+    import openvino_genai
+
+    from qwen_edge.cli.export import run
+    from qwen_edge.runtime.onnx_step import OnnxStep
+
+    model = random_model("tiny-untied", seed=7, std=0.2)
+    gguf = write_gguf(model, tmp_path / "m.gguf")
+    manifests = run(str(gguf), str(tmp_path / "out"), format="all", weights="fp32")
+    assert [m["format"] for m in manifests] == ["onnx", "openvino"]
+    assert manifests[0]["source"] == manifests[1]["source"]  # one load, one source digest
+    expected = torch_greedy(model, 12)
+    assert len(set(expected)) > 3
+    eos = (model.config.eos_token_id,)
+    onnx_tokens = list(generate(OnnxStep(tmp_path / "out" / "onnx"), PROMPT, Sampling(max_new_tokens=12), eos))
+    assert onnx_tokens == expected
+    pipe = openvino_genai.LLMPipeline(str(tmp_path / "out" / "openvino"), "CPU", **F32)
+    config = pipe.get_generation_config()
+    config.max_new_tokens, config.do_sample = 12, False
+    ids = ov.Tensor(np.array([PROMPT], np.int64))
+    result = pipe.generate(openvino_genai.TokenizedInputs(ids, ov.Tensor(np.ones((1, len(PROMPT)), np.int64))), config)
+    assert list(result.tokens[0])[: len(expected)] == expected
