@@ -55,9 +55,13 @@ def run(
     from pathlib import Path
 
     from qwen_edge.export.npu_rules import NPU
-    from qwen_edge.export.to_onnx import export_onnx
     from qwen_edge.export.to_openvino import export_openvino
     from qwen_edge.models.loaders import load
+
+    def export_onnx(*args, **kwargs):  # imported when used: the ONNX stack costs seconds to import
+        from qwen_edge.export.to_onnx import export_onnx
+
+        return export_onnx(*args, **kwargs)
 
     onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context or 1024, dtype=dtype)
     openvino = dict(weights=weights, stateless=stateless, device_profile=device_profile)

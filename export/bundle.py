@@ -69,3 +69,20 @@ def tool_versions() -> dict:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def write_model_files(cfg, src: Path | None, folder: Path) -> None:
+    """config.json, generation_config.json and the tokenizer files from `src` (chat template inside
+    tokenizer_config.json, where transformers, optimum and onnxruntime-genai all look)."""
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
+    if src is not None:
+        for name in ("tokenizer.json", "vocab.json", "merges.txt", "generation_config.json"):
+            if (src / name).exists():
+                shutil.copyfile(src / name, folder / name)
+        tok_config = json.loads((src / "tokenizer_config.json").read_text())
+        if (src / "chat_template.jinja").exists():
+            tok_config["chat_template"] = (src / "chat_template.jinja").read_text()
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
+    if not (folder / "generation_config.json").exists():
+        (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")

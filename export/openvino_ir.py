@@ -1,7 +1,8 @@
-"""OpenVINO IR from our portable ONNX graph: stateful by default (KV cache kept inside the model).
+"""OpenVINO IR files: stateful by default (KV cache kept inside the model).
 
-    portable ONNX --read--> ov.Model --beam_idx Gather on every past--> make stateful
-        --ReadValue starts as zeros [batch, kv_heads, 0, head_dim]--> openvino_model.xml/.bin (fp16)
+    ov.Model (openvino_graph.build, or a portable ONNX trace for MoE) --beam_idx Gather on every
+        past--> make stateful --ReadValue starts as zeros [batch, kv_heads, 0, head_dim]-->
+        openvino_model.xml/.bin (fp16)
 
 Stateful IR keeps the cache as OpenVINO variables (ReadValue / Assign) so no KV crosses the API
 per token; `beam_idx` reorders it between steps. This is the form openvino_genai.LLMPipeline and
@@ -83,11 +84,19 @@ def retie(model) -> bool:
 
 
 def convert(onnx_path: Path, out_dir: Path, n_layers: int, stateful: bool = True, fp16: bool = True) -> dict:
-    """Write openvino_model.xml / .bin into out_dir; return the io spec."""
+    """Write openvino_model.xml / .bin from a portable ONNX trace into out_dir; return the io spec."""
     import openvino as ov
 
     model = ov.Core().read_model(str(onnx_path))
     retie(model)
+    return save(model, out_dir, n_layers, stateful, fp16)
+
+
+def save(model, out_dir: Path, n_layers: int, stateful: bool = True, fp16: bool = True) -> dict:
+    """Write a stateless ov.Model (past_key_values.* in, present.* out) as openvino_model.xml /
+    .bin, stateful unless asked otherwise; return the io spec."""
+    import openvino as ov
+
     past = [f"past_key_values.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]
     present = [f"present.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]
     if stateful:
@@ -140,12 +149,27 @@ def read_ir(folder: Path, manifest: dict, name: str):
     return ov.Core().read_model(str(folder / name), str(folder / weights) if weights else None)
 
 
+def import_tokenizer_converter() -> None:
+    """The conversion's imports alone (a second or two), so they can run ahead on another thread."""
+    import openvino_tokenizers  # noqa: F401
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer  # noqa: F401
+
+
 def convert_tokenizer(tokenizer_dir: Path, out_dir: Path) -> None:
     """openvino_tokenizer.xml / openvino_detokenizer.xml beside the HF files, so LLMPipeline needs
     no Python tokenizer."""
+    import json
+
     import openvino as ov
     from openvino_tokenizers import convert_tokenizer as convert
-    from transformers import AutoTokenizer
+
+    # Qwen2's class directly: AutoTokenizer's imports (every model family's) cost 3 s more here,
+    # and the converted files come out byte-identical.
+    kind = json.loads((tokenizer_dir / "tokenizer_config.json").read_text()).get("tokenizer_class", "")
+    if kind.startswith("Qwen2Tokenizer"):
+        from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer as Tokenizer
+    else:
+        from transformers import AutoTokenizer as Tokenizer
 
     # transformers 5 warns of an "incorrect regex pattern" (a Mistral heuristic) on Qwen's correct one;
     # the converted tokenizer was checked to encode WikiText exactly like the original.
@@ -154,7 +178,7 @@ def convert_tokenizer(tokenizer_dir: Path, out_dir: Path) -> None:
     for q in quiet:
         q.setLevel(logging.ERROR)
     try:
-        hf = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        hf = Tokenizer.from_pretrained(str(tokenizer_dir))
     finally:
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)

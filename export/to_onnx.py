@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from tqdm import tqdm
 from qwen_edge.models.loaders import Loaded, load
 
 from . import bundle, onnx_graph, ort_graph
+from .bundle import write_model_files
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +90,3 @@ def export_onnx(
         steps.update()
     log.info("exported %s (%s graph) in %.1f s", Path(output), graph, time.perf_counter() - start)
     return manifest
-
-
-def write_model_files(cfg, src: Path | None, folder: Path) -> None:
-    """config.json, generation_config.json and the tokenizer files from `src` (chat template inside
-    tokenizer_config.json, where transformers, optimum and onnxruntime-genai all look)."""
-    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
-    if src is not None:
-        for name in ("tokenizer.json", "vocab.json", "merges.txt", "generation_config.json"):
-            if (src / name).exists():
-                shutil.copyfile(src / name, folder / name)
-        tok_config = json.loads((src / "tokenizer_config.json").read_text())
-        if (src / "chat_template.jinja").exists():
-            tok_config["chat_template"] = (src / "chat_template.jinja").read_text()
-        (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
-    if not (folder / "generation_config.json").exists():
-        (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -19,8 +20,7 @@ from tqdm import tqdm
 from qwen_edge.models.loaders import Loaded, load
 from qwen_edge.quantize.recipes import compress_openvino, preset
 
-from . import bundle, npu_rules, onnx_graph, openvino_ir
-from .to_onnx import write_model_files
+from . import bundle, npu_rules, openvino_graph, openvino_ir
 
 log = logging.getLogger(__name__)
 
@@ -52,35 +52,53 @@ def export_openvino(
     with (
         bundle.staged(output, overwrite) as tmp,
         tqdm(total=4, desc="export openvino", leave=False, disable=None) as steps,
+        # The tokenizer conversion (~5 s, mostly Python) runs beside loading and saving the model
+        # (mostly GIL-free reads, casts and writes): its imports first, then the conversion itself.
+        ThreadPoolExecutor(1, thread_name_prefix="tokenizer") as beside,
     ):
         start = time.perf_counter()
+        beside.submit(openvino_ir.import_tokenizer_converter)
         owned = not isinstance(model, Loaded)
-        loaded = load(model, torch.float32) if owned else model
+        # The op-by-op graph reads fp16 weights as they are: load them so (half the memory).
+        built = not device_profile and weights == "fp16"
+        loaded = load(model, torch.float16 if built else torch.float32) if owned else model
         cfg, tokenizer_dir, source = loaded.config, loaded.tokenizer_dir, loaded.source
+        tokenizer = beside.submit(openvino_ir.convert_tokenizer, tokenizer_dir, tmp) if tokenizer_dir else None
         if device_profile and max_context > cfg.max_position_embeddings:
             raise OpenVINOExportError(
                 f"--max-context {max_context} exceeds the model's {cfg.max_position_embeddings} positions"
             )
         steps.update()
-        with tempfile.TemporaryDirectory(dir=tmp, prefix=".onnx-") as onnx_dir:
-            onnx_path = Path(onnx_dir) / "model.onnx"
-            if device_profile:  # KV capacity fixed, window symbolic until fix_windows
-                onnx_graph.trace(loaded.model, onnx_path, "static", 0, max_context)
-            else:
-                onnx_graph.trace(loaded.model, onnx_path, "portable")
+        extra = {"ir_from": "built"}
+        if not device_profile and not cfg.is_moe:
+            graph = openvino_graph.build(loaded.model, fp16=weights == "fp16")
             if owned:
-                del loaded  # conversion reads the ONNX file: free the torch weights first (-2 GB for 0.5B)
+                del loaded  # the graph holds its own copy of the weights
             steps.update()
-            if device_profile:
-                extra = _npu_irs(onnx_path, tmp, max_prompt)
-                io = extra.pop("io")
-            else:
-                io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
-                extra = {}
+            io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
+            del graph
+        else:  # traced through ONNX: the NPU's static pair, and MoE (not built op by op yet)
+            from . import onnx_graph  # the torch.onnx stack: seconds of imports the built path skips
+
+            extra = {"ir_from": "onnx trace"}
+            with tempfile.TemporaryDirectory(dir=tmp, prefix=".onnx-") as onnx_dir:
+                onnx_path = Path(onnx_dir) / "model.onnx"
+                if device_profile:  # KV capacity fixed, window symbolic until fix_windows
+                    onnx_graph.trace(loaded.model.float(), onnx_path, "static", 0, max_context)
+                else:
+                    onnx_graph.trace(loaded.model.float(), onnx_path, "portable")
+                if owned:
+                    del loaded  # conversion reads the ONNX file: free the torch weights first (-2 GB for 0.5B)
+                steps.update()
+                if device_profile:
+                    extra |= _npu_irs(onnx_path, tmp, max_prompt)
+                    io = extra.pop("io")
+                else:
+                    io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
         steps.update()
-        write_model_files(cfg, tokenizer_dir, tmp)
-        if tokenizer_dir is not None:
-            openvino_ir.convert_tokenizer(tmp, tmp)
+        bundle.write_model_files(cfg, tokenizer_dir, tmp)
+        if tokenizer is not None:
+            tokenizer.result()
         manifest = bundle.seal(
             tmp,
             {

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +78,17 @@ def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None
             else "no *.safetensors weights"
         )
         raise ModelSourceError(f"{folder} has {hint}")
-    weights = {}
-    for f in files:
-        weights.update(safetensors_file.read(f))
+    # One digest for the folder: sha256 over the config's and each weight file's sha256, hashed on
+    # a second thread while the weights are read (hashlib lets go of the GIL).
+    with ThreadPoolExecutor(1) as pool:
+        sums = pool.map(sha256_file, [config_path, *files])
+        weights = {}
+        for f in files:
+            weights.update(safetensors_file.read(f, dtype))
+        digest = hashlib.sha256()
+        for f, sha in zip([config_path, *files], sums, strict=True):
+            digest.update(f"{f.name} {sha}\n".encode())
     model = from_weights(cfg, weights, dtype, where=str(folder))
-    # One digest for the folder: sha256 over the config's and each weight file's sha256.
-    digest = hashlib.sha256()
-    for f in [config_path, *files]:
-        digest.update(f"{f.name} {sha256_file(f)}\n".encode())
     src = {**(source or {"kind": "hf", "path": str(folder.resolve())}), "sha256": digest.hexdigest()}
     return Loaded(model, src, folder if (folder / "tokenizer.json").exists() else None)
 

@@ -119,7 +119,8 @@ class Qwen2Config:
 def rope_inv_freq(cfg: Qwen2Config) -> tuple[torch.Tensor, float]:
     """Inverse frequencies and the cos/sin scale: plain RoPE, or YaRN as the 128K cards set it."""
     dim, base = cfg.head_dim, cfg.rope_theta
-    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    # device="cpu" even inside a meta-device context: a meta arange imports torch._dynamo (2 s)
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim)
     if not cfg.rope_scaling:
         return 1.0 / pos_freqs, 1.0
     s = cfg.rope_scaling
@@ -133,7 +134,7 @@ def rope_inv_freq(cfg: Qwen2Config) -> tuple[torch.Tensor, float]:
 
     low = max(math.floor(correction_dim(beta_fast)), 0)
     high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
-    ramp = (torch.arange(dim // 2, dtype=torch.float32) - low) / ((high - low) or 0.001)
+    ramp = (torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / ((high - low) or 0.001)
     keep = 1 - ramp.clamp(0, 1)  # 1: high-frequency dims keep their frequency (extrapolate)
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - keep) + (1.0 / pos_freqs) * keep
     return inv_freq, scale
@@ -266,7 +267,10 @@ class Block(nn.Module):
 class Backbone(nn.Module):
     def __init__(self, cfg: Qwen2Config):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        # Given a tensor, Embedding skips its random init (on the meta device that init alone
+        # imports torch._dynamo: 2 s); every caller loads or fills the weights anyway.
+        table = torch.empty(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=table)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 

@@ -31,7 +31,9 @@ class SafetensorsError(ValueError):
     """The file is not a readable safetensors file."""
 
 
-def read(path: Path) -> dict[str, torch.Tensor]:
+def read(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """{name: tensor}; floating-point tensors cast to `dtype` as each is read (one model's worth of
+    memory in the target dtype, plus one tensor)."""
     with open(path, "rb") as f:
         try:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -49,5 +51,5 @@ def read(path: Path) -> dict[str, torch.Tensor]:
             f.seek(base + start)
             if f.readinto(memoryview(tensor.view(torch.uint8).reshape(-1).numpy())) != end - start:
                 raise SafetensorsError(f"{path}: tensor {name} is truncated")
-            out[name] = tensor
+            out[name] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     return out

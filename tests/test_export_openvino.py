@@ -15,7 +15,8 @@ from qwen_edge.runtime.manifest import verify
 from .gguf_writer import write_gguf
 from .onnx_driver import empty_past, torch_logits
 
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # OpenVINO's CPU default is bf16 on CPUs that have it
+# OpenVINO CPU defaults: bf16 compute where the CPU has it, and a u8 KV cache inside fused attention
+F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
 @pytest.fixture(autouse=True)
