@@ -25,7 +25,14 @@ from export_cost import folder_bytes, run_fresh
 BIN = os.path.dirname(sys.executable)
 
 
-def write_hf_folder(shape: str, folder: Path) -> None:
+SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2.5-tokenizer"
+
+
+def write_hf_folder(shape: str, folder: Path, tokenizer: Path | None = None) -> None:
+    """Random weights at the shape as safetensors, plus the tokenizer files (both tools then
+    convert the tokenizer too, as a real export does)."""
+    import shutil
+
     from safetensors.torch import save_file
 
     from qwen_edge.models.shapes import random_model
@@ -38,6 +45,8 @@ def write_hf_folder(shape: str, folder: Path) -> None:
     if model.config.tie_word_embeddings:
         weights.pop("lm_head.weight")
     save_file(weights, folder / "model.safetensors")
+    for f in sorted(tokenizer.iterdir()) if tokenizer else []:
+        shutil.copyfile(f, folder / f.name)
 
 
 def main() -> None:
@@ -46,6 +55,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--weights", default="fp16", choices=["fp16", "fp32", "int4-npu"])
     p.add_argument("--json")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=SHARED_TOKENIZER if SHARED_TOKENIZER.is_dir() else None,
+        help="tokenizer files to put in the HF folder (default: ../shared/data/qwen2.5-tokenizer)",
+    )
     args = p.parse_args()
     tools = {
         "qwen-edge": lambda src, out: [
@@ -78,7 +93,7 @@ def main() -> None:
     samples = {name: [] for name in tools}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "hf"
-        write_hf_folder(args.shape, src)
+        write_hf_folder(args.shape, src, args.tokenizer)
         for i in range(args.runs):
             for name, cmd in tools.items():  # interleaved, so drift hits both alike
                 out = f"{tmp}/{name}-{i}"
@@ -101,7 +116,10 @@ def main() -> None:
     )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"shape": args.shape, "weights": args.weights, "samples": samples}, indent=2)
+            json.dumps(
+                {"shape": args.shape, "weights": args.weights, "tokenizer": bool(args.tokenizer), "samples": samples},
+                indent=2,
+            )
         )
 
 

@@ -13,6 +13,8 @@ COMMANDS = {
     "demo": "qwen_edge.cli.demo",
     "export": "qwen_edge.cli.export",
     "check": "qwen_edge.cli.check",
+    "quantize": "qwen_edge.cli.quantize",
+    "eval": "qwen_edge.cli.eval",
 }
 
 

@@ -27,8 +27,12 @@ class OpenVINOGraphError(ValueError):
     """The model cannot be built as an OpenVINO graph here."""
 
 
-def build(model: Qwen2ForCausalLM, fp16: bool = True):
-    """The stateless ov.Model of `model`; weights fp16 (decompressed by Convert) or fp32."""
+def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = None):
+    """The stateless ov.Model of `model`; weights fp16 (decompressed by Convert) or fp32.
+
+    `capacity` selects the static cache layout (the NPU's): batch 1, past_key_values.* of
+    `capacity` slots, a `cache_position` [t] input naming the slots the new tokens are written
+    to, and `attention_mask` covering all slots; the window t stays symbolic until reshaped."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -61,14 +65,16 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True):
         p.output(0).get_tensor().set_names({name})
         return p
 
-    ids = param("input_ids", [-1, -1], ov.Type.i64)
-    mask_in = param("attention_mask", [-1, -1], ov.Type.i64)
-    pos = param("position_ids", [-1, -1], ov.Type.i64)
+    batch, slots = (1, capacity) if capacity else (-1, -1)
+    ids = param("input_ids", [batch, -1], ov.Type.i64)
+    mask_in = param("attention_mask", [batch, slots], ov.Type.i64)
+    pos = param("position_ids", [batch, -1], ov.Type.i64)
     pasts = [
-        param(f"past_key_values.{i}.{kind}", [-1, n_kv, -1, d], ov.Type.f32)
+        param(f"past_key_values.{i}.{kind}", [batch, n_kv, slots, d], ov.Type.f32)
         for i in range(cfg.num_hidden_layers)
         for kind in ("key", "value")
     ]
+    cache_position = param("cache_position", [-1], ov.Type.i64) if capacity else None
 
     table = weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
     x = ops.gather(table, ids, const(0), name="model.embed_tokens/Gather")
@@ -82,11 +88,15 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True):
         scale = const(model.rope_scale, np.float32)
         cos, sin = ops.multiply(cos, scale), ops.multiply(sin, scale)
 
-    # additive mask [b, 1, t, keys]: query i sits at slot keys - t + i; finfo.min as our torch model
+    # additive mask [b, 1, t, keys]: query i sits at slot keys - t + i (static: cache_position[i]);
+    # finfo.min as our torch model
     keys = ops.gather(ops.shape_of(mask_in), const(1), const(0))
-    t = ops.gather(ops.shape_of(ids), const(1), const(0))
     k_slots = ops.range(const(0), keys, const(1), "i64")
-    q_slots = ops.unsqueeze(ops.range(ops.subtract(keys, t), keys, const(1), "i64"), const(1))
+    if capacity:
+        q_slots = ops.unsqueeze(cache_position, const(1))
+    else:
+        t = ops.gather(ops.shape_of(ids), const(1), const(0))
+        q_slots = ops.unsqueeze(ops.range(ops.subtract(keys, t), keys, const(1), "i64"), const(1))
     causal = ops.less_equal(ops.unsqueeze(k_slots, const(0)), q_slots)  # [t, keys]
     padded = ops.unsqueeze(ops.not_equal(mask_in, const(0)), const([1, 2]))  # [b, 1, 1, keys]
     allowed = ops.logical_and(padded, causal)
@@ -114,8 +124,12 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True):
         q = rope(heads(linear(a, f"{p}.self_attn.q_proj", True), n_q))
         k = rope(heads(linear(a, f"{p}.self_attn.k_proj", True), n_kv))
         v = heads(linear(a, f"{p}.self_attn.v_proj", True), n_kv)
-        k = ops.concat([pasts[2 * i], k], 2, name=f"{p}.self_attn/present_key")
-        v = ops.concat([pasts[2 * i + 1], v], 2, name=f"{p}.self_attn/present_value")
+        if capacity:  # written into their slots; the cache keeps its size
+            k = ops.scatter_update(pasts[2 * i], cache_position, k, const(2), name=f"{p}.self_attn/present_key")
+            v = ops.scatter_update(pasts[2 * i + 1], cache_position, v, const(2), name=f"{p}.self_attn/present_value")
+        else:
+            k = ops.concat([pasts[2 * i], k], 2, name=f"{p}.self_attn/present_key")
+            v = ops.concat([pasts[2 * i + 1], v], 2, name=f"{p}.self_attn/present_value")
         presents += [k, v]
         attn = ops.scaled_dot_product_attention(q, repeat_kv(k), repeat_kv(v), mask, name=f"{p}.self_attn/SDPA")
         attn = ops.reshape(ops.transpose(attn, const([0, 2, 1, 3])), const([0, 0, n_q * d]), True)
@@ -135,7 +149,8 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True):
         name = f"present.{i // 2}.{('key', 'value')[i % 2]}"
         node.output(0).get_tensor().set_names({name})
         results.append(ops.result(node, name=name))
-    return ov.Model(results, [ids, mask_in, pos, *pasts], "qwen2")
+    inputs = [ids, mask_in, pos, *pasts, *([cache_position] if capacity else [])]
+    return ov.Model(results, inputs, "qwen2")
 
 
 def _decompressed(f16_constant):

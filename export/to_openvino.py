@@ -59,9 +59,10 @@ def export_openvino(
         start = time.perf_counter()
         beside.submit(openvino_ir.import_tokenizer_converter)
         owned = not isinstance(model, Loaded)
-        # The op-by-op graph reads fp16 weights as they are: load them so (half the memory).
-        built = not device_profile and weights == "fp16"
-        loaded = load(model, torch.float16 if built else torch.float32) if owned else model
+        # fp16 weights are loaded as fp16 (half the memory); the NPU's INT4 is compressed from them,
+        # as optimum-intel's is.
+        fp16 = weights == "fp16"
+        loaded = load(model, torch.float16 if fp16 else torch.float32) if owned else model
         cfg, tokenizer_dir, source = loaded.config, loaded.tokenizer_dir, loaded.source
         tokenizer = beside.submit(openvino_ir.convert_tokenizer, tokenizer_dir, tmp) if tokenizer_dir else None
         if device_profile and max_context > cfg.max_position_embeddings:
@@ -70,14 +71,21 @@ def export_openvino(
             )
         steps.update()
         extra = {"ir_from": "built"}
-        if not device_profile and not cfg.is_moe:
-            graph = openvino_graph.build(loaded.model, fp16=weights == "fp16")
+        if not cfg.is_moe:
+            capacity = max_context if device_profile else None  # the NPU's static cache layout
+            graph = openvino_graph.build(loaded.model, fp16=fp16, capacity=capacity)
             if owned:
-                del loaded  # the graph holds its own copy of the weights
+                del loaded  # the graph's constants share the weights' memory: no copy either way
             steps.update()
-            io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
+            if device_profile:
+                extra |= _npu_irs(graph, tmp, max_prompt)
+                io = extra.pop("io")
+            else:
+                io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
             del graph
-        else:  # traced through ONNX: the NPU's static pair, and MoE (not built op by op yet)
+        else:  # Qwen2-MoE is not built op by op yet: traced through ONNX, then read by OpenVINO
+            import openvino as ov
+
             from . import onnx_graph  # the torch.onnx stack: seconds of imports the built path skips
 
             extra = {"ir_from": "onnx trace"}
@@ -91,7 +99,9 @@ def export_openvino(
                     del loaded  # conversion reads the ONNX file: free the torch weights first (-2 GB for 0.5B)
                 steps.update()
                 if device_profile:
-                    extra |= _npu_irs(onnx_path, tmp, max_prompt)
+                    graph = ov.Core().read_model(str(onnx_path))
+                    openvino_ir.retie(graph)
+                    extra |= _npu_irs(graph, tmp, max_prompt)
                     io = extra.pop("io")
                 else:
                     io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
@@ -123,13 +133,9 @@ def export_openvino(
     return manifest
 
 
-def _npu_irs(onnx_path: Path, out_dir: Path, max_prompt: int) -> dict:
+def _npu_irs(model, out_dir: Path, max_prompt: int) -> dict:
     """Symmetric INT4 once, then a prefill IR (max_prompt tokens) and a decode IR (1 token) sharing
     the weights file."""
-    import openvino as ov
-
-    model = ov.Core().read_model(str(onnx_path))
-    openvino_ir.retie(model)
     model, recipe = compress_openvino(model, preset("int4-npu"))
     fixed = openvino_ir.fix_windows(model, out_dir, {openvino_ir.MODEL_XML: max_prompt, openvino_ir.DECODE_XML: 1})
     return {

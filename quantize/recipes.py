@@ -96,6 +96,8 @@ PRESETS = {
     "int4": Recipe(mode="int4_asym", awq=True, scale_estimation=True),
     # Intel NPU: symmetric INT4, g128 or channel-wise, every eligible layer at 4 bit.
     "int4-npu": Recipe(mode="int4_sym", backup="int8_sym", awq=True, scale_estimation=True),
+    # Phones (ONNX Runtime's MatMulNBits, XNNPACK): symmetric INT4 in blocks of 32, its default block.
+    "int4-mobile": Recipe(mode="int4_sym", group_size=32, backup="int8_sym", awq=True, scale_estimation=True),
 }
 
 

@@ -98,7 +98,9 @@ class OVSession:
         import openvino as ov
 
         self.names = [o.get_any_name() for o in model.outputs]
-        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = ov.Core().compile_model(
+            model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+        )
         self.request = compiled.create_infer_request()
 
     def get_outputs(self):

@@ -63,8 +63,9 @@ def test_npu_export_conforms_and_equals_the_dynamic_ir_with_the_same_int4_weight
     assert (recipe["mode"], recipe["ratio"], recipe["group_size"]) == ("int4_sym", 1.0, -1)  # hidden 64 < 128
     assert not recipe["awq"] and recipe["calibration"] is None  # no data given: no data-aware method ran
 
-    # The same symmetric INT4 weights in the ordinary dynamic IR: the static pair must agree with it.
-    export_openvino("tiny-untied", tmp_path / "dyn", weights="fp32", stateless=True)
+    # The same fp16 weights, compressed with the same recipe, in the ordinary dynamic IR: the static
+    # pair must agree with it.
+    export_openvino("tiny-untied", tmp_path / "dyn", stateless=True)
     fields = {k: v for k, v in recipe.items() if k != "name" and k != "calibration"}
     dynamic, _ = compress_openvino(
         ov.Core().read_model(str(tmp_path / "dyn" / openvino_ir.MODEL_XML)), Recipe(**fields)

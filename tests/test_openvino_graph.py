@@ -77,3 +77,5 @@ def test_moe_is_refused_by_the_builder_and_exported_through_the_trace(tmp_path):
         build(random_model("tiny-moe"))
     assert export_openvino("tiny-moe", tmp_path / "ir")["ir_from"] == "onnx trace"
     assert export_openvino("tiny", tmp_path / "ir2")["ir_from"] == "built"
+    npu = export_openvino("tiny", tmp_path / "npu", device_profile="npu", max_prompt=8, max_context=32)
+    assert npu["ir_from"] == "built" and "cache_position" in npu["io"]["inputs"]

@@ -1,0 +1,39 @@
+"""Compress an exported OpenVINO folder's weights with NNCF (INT8 / INT4), and report what it cost.
+
+Writes OUTPUT atomically: the compressed IR, the input's tokenizer and config files, manifest.json
+with the recipe, and report.json (perplexity, top-1 agreement and KL against the input folder).
+"""
+
+from __future__ import annotations
+
+
+def configure_parser(p) -> None:
+    p.add_argument("folder", help="an fp16 / fp32 OpenVINO export folder (qwen-edge export --format openvino)")
+    p.add_argument("-o", "--output", required=True, help="folder to create")
+    p.add_argument("--weights", default="int4", help="recipe preset: int4 (default), int8, int4-mobile")
+    p.add_argument("--ratio", type=float, help="share of the layers at 4 bit (the rest at INT8)")
+    p.add_argument("--group-size", type=int, help="INT4 group size (128 default; -1 channel-wise)")
+    p.add_argument(
+        "--calibration",
+        dest="calibration_text",
+        help="text file for the data-aware methods (default: a built-in sample)",
+    )
+    p.add_argument("--samples", type=int, default=32, help="calibration windows")
+    p.add_argument("--sample-tokens", type=int, default=256, help="tokens per calibration window")
+    p.add_argument("--data-free", action="store_true", help="skip AWQ / scale estimation")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip the accuracy report")
+    p.add_argument("--eval-text", help="text file for the report (default: the built-in sample)")
+    p.add_argument("--eval-windows", type=int, default=4, help="512-token windows the report reads")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+
+def run(**kwargs) -> None:
+    from qwen_edge.quantize.quantize import quantize
+
+    from .eval import print_scores
+
+    manifest = quantize(**kwargs)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"{kwargs['output']}: openvino {manifest['precision']}, {total / 1e6:.1f} MB")
+    if "report" in manifest:
+        print_scores(manifest["report"])
