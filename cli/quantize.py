@@ -24,7 +24,23 @@ def configure_parser(p) -> None:
     p.add_argument("--no-report", dest="report", action="store_false", help="skip the accuracy report")
     p.add_argument("--eval-text", help="text file for the report (default: the built-in sample)")
     p.add_argument("--eval-windows", type=int, default=4, help="512-token windows the report reads")
+    p.add_argument(
+        "--max-ppl-increase",
+        type=_relative,
+        help="accuracy budget: try recipes from most to least compressed, keep the smallest whose perplexity "
+        "rises at most this much over the input's (5%% or 0.05)",
+    )
+    p.add_argument("--min-top1", type=float, help="accuracy budget: least top-1 agreement with the input (0.9)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+
+def _relative(text: str) -> float:
+    import argparse
+
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share: write 5% or 0.05") from None
 
 
 def run(**kwargs) -> None:
@@ -35,5 +51,12 @@ def run(**kwargs) -> None:
     manifest = quantize(**kwargs)
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"{kwargs['output']}: openvino {manifest['precision']}, {total / 1e6:.1f} MB")
+    for i, t in enumerate(manifest.get("budget", {}).get("tries", []), 1):
+        scores = t["scores"]
+        print(
+            f"try {i}: {t['recipe']['mode']} g{t['recipe']['group_size']} ratio {t['recipe']['ratio']:g}: "
+            f"{t['model_bytes'] / 1e6:.1f} MB, perplexity {100 * scores['perplexity_increase']:+.2f}%, "
+            f"top-1 {scores['top1_agreement']:.4f} -> {'kept' if t['within_budget'] else 'over budget'}"
+        )
     if "report" in manifest:
         print_scores(manifest["report"])

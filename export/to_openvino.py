@@ -8,6 +8,7 @@ openvino_decode.xml one — over a KV cache of `max_context` slots, weights symm
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import time
@@ -78,6 +79,9 @@ def export_openvino(
                 del loaded  # the graph's constants share the weights' memory: no copy either way
             steps.update()
             if device_profile:
+                if tokenizer is not None:  # compression is the memory peak: let the tokenizer's go first
+                    tokenizer.result()
+                    gc.collect()
                 extra |= _npu_irs(graph, tmp, max_prompt)
                 io = extra.pop("io")
             else:

@@ -23,7 +23,7 @@ from qwen_edge.runtime.tokenizer import Tokenizer
 
 from . import calibration
 from .evaluate import evaluate
-from .recipes import PRESETS, compress_openvino, preset
+from .recipes import PRESETS, Recipe, compress_openvino, ladder, preset
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,81 @@ def quantize(
     report: bool = True,
     eval_text: str | Path | None = None,
     eval_windows: int = 4,
+    max_ppl_increase: float | None = None,
+    min_top1: float | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Compress FOLDER's weights with the `weights` preset (and overrides) into OUTPUT; return the
-    new manifest (its "report" holds the scores when `report`)."""
+    new manifest (its "report" holds the scores when `report`).
+
+    With an accuracy budget (`max_ppl_increase`, relative: 0.05 is +5%; and / or `min_top1`),
+    recipes are tried from most to least compressed (`recipes.ladder`) and the first within the
+    budget — the smallest — is kept; every try is recorded under "budget"."""
     folder = Path(folder)
     recipe = preset(weights)  # unknown names fail here, before any work
     overrides = {k: v for k, v in (("ratio", ratio), ("group_size", group_size)) if v is not None}
     recipe = dataclasses.replace(recipe, **overrides)
     if data_free:
         recipe = recipe.without_data()
+    budget = {k: v for k, v in (("max_ppl_increase", max_ppl_increase), ("min_top1", min_top1)) if v is not None}
+    manifest = _checked_input(folder)
+    start = time.perf_counter()
+    with bundle.staged(output, overwrite) as tmp:
+        dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens)
+        candidates = ladder(recipe, groups=(128,) if weights == "int4-npu" else (64, 32)) if budget else [recipe]
+        tries, kept = [], None
+        for i, candidate in enumerate(candidates):
+            attempt = tmp / f".try-{i}"
+            attempt.mkdir()
+            ran, io = _compress(folder, attempt, candidate, dataset)
+            scores = None
+            if report or budget:
+                _copy_other_files(folder, manifest, attempt)
+                scores = evaluate(attempt, reference=folder, text=eval_text, windows=eval_windows).to_dict()
+            fits = not budget or _within(scores, budget)
+            size = (attempt / "openvino_model.bin").stat().st_size
+            tries.append({"recipe": ran.to_dict(), "model_bytes": size, "scores": scores, "within_budget": fits})
+            if budget:
+                log.info("try %d: %s -> %s", i + 1, _short(ran), _summary(scores, fits))
+            if fits:
+                kept = (attempt, ran, io, scores)
+                break
+            shutil.rmtree(attempt)
+        if kept is None:
+            best = min(tries, key=lambda t: t["scores"]["perplexity"])
+            raise QuantizeError(
+                f"no recipe within the budget ({_budget_text(budget)}); the most accurate try was "
+                f"{_short(Recipe(**best['recipe']))}: {_summary(best['scores'], False)}. Loosen the budget"
+            )
+        attempt, ran, io, scores = kept
+        for f in attempt.iterdir():
+            f.rename(tmp / f.name)
+        attempt.rmdir()
+        _copy_other_files(folder, manifest, tmp)
+        info = {k: v for k, v in manifest.items() if k not in ("files", "tools", "report", "budget")}
+        info.update(
+            precision="int8" if ran.bits == 8 else weights,
+            io=io,
+            recipe={"name": weights, **ran.to_dict(), "calibration": calib if ran.data_aware else None},
+            quantized_from={
+                "folder": str(folder.resolve()),
+                "sha256": manifest["files"]["openvino_model.bin"]["sha256"],
+            },
+            nncf=metadata.version("nncf"),
+        )
+        if budget:
+            info["budget"] = {**budget, "tries": tries}
+        if scores is not None:
+            info["report"] = scores
+            (tmp / REPORT).write_text(
+                json.dumps({**scores, **({"budget": info["budget"]} if budget else {})}, indent=2) + "\n"
+            )
+        sealed = bundle.seal(tmp, info)
+    log.info("quantized %s -> %s (%s) in %.1f s", folder, output, _short(ran), time.perf_counter() - start)
+    return sealed
+
+
+def _checked_input(folder: Path) -> dict:
     try:
         manifest = verify(folder)
     except ManifestError as e:
@@ -72,45 +137,69 @@ def quantize(
         )
     if manifest.get("graph") == "static":
         raise QuantizeError(f"{folder} is a static (NPU) export: use export --device-profile npu instead")
-    start = time.perf_counter()
-    with bundle.staged(output, overwrite) as tmp:
-        import nncf
-        import openvino as ov
+    return manifest
 
-        dataset, calib = None, None
-        if recipe.data_aware:
-            text, source = calibration.read_text(calibration_text)
-            windows = calibration.windows(Tokenizer(folder).encode(text), samples, sample_tokens)
-            dataset = nncf.Dataset(calibration.openvino_items(windows))
-            calib = calibration.describe(text, source, windows)
-            log.info("calibrating on %d windows (%d tokens) of %s", calib["windows"], calib["tokens"], source)
-        model = ov.Core().read_model(str(folder / MODEL_XML))
-        model, ran = compress_openvino(model, recipe, dataset)
-        ov.save_model(model, str(tmp / MODEL_XML), compress_to_fp16=True)
-        io = io_of(model)
-        del model
-        for name in manifest["files"]:
-            if not name.startswith("openvino_model.") and name != REPORT:
-                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(folder / name, tmp / name)
-        info = {k: v for k, v in manifest.items() if k not in ("files", "tools")}
-        info.update(
-            precision=weights,
-            io=io,
-            recipe={"name": weights, **ran.to_dict(), "calibration": calib},
-            quantized_from={
-                "folder": str(folder.resolve()),
-                "sha256": manifest["files"]["openvino_model.bin"]["sha256"],
-            },
-            nncf=metadata.version("nncf"),
-        )
-        if report:
-            scores = evaluate(tmp, reference=folder, text=eval_text, windows=eval_windows)
-            info["report"] = scores.to_dict()
-            (tmp / REPORT).write_text(json.dumps(info["report"], indent=2) + "\n")
-        sealed = bundle.seal(tmp, info)
-    log.info("quantized %s -> %s (%s) in %.1f s", folder, output, weights, time.perf_counter() - start)
-    return sealed
+
+def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_tokens: int):
+    """(nncf.Dataset, description) for a data-aware recipe, else (None, None)."""
+    if not recipe.data_aware:
+        return None, None
+    import nncf
+
+    text, source = calibration.read_text(text_path)
+    windows = calibration.windows(Tokenizer(folder).encode(text), samples, sample_tokens)
+    calib = calibration.describe(text, source, windows)
+    log.info("calibrating on %d windows (%d tokens) of %s", calib["windows"], calib["tokens"], source)
+    return nncf.Dataset(calibration.openvino_items(windows)), calib
+
+
+def _compress(folder: Path, out: Path, recipe: Recipe, dataset) -> tuple[Recipe, dict]:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(folder / MODEL_XML))
+    model, ran = compress_openvino(model, recipe, dataset)
+    ov.save_model(model, str(out / MODEL_XML), compress_to_fp16=True)
+    return ran, io_of(model)
+
+
+def _copy_other_files(folder: Path, manifest: dict, out: Path) -> None:
+    for name in manifest["files"]:
+        if not name.startswith("openvino_model.") and name != REPORT and not (out / name).exists():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / name, out / name)
+
+
+def _within(scores: dict, budget: dict) -> bool:
+    ok = True
+    if "max_ppl_increase" in budget:
+        ok &= scores["perplexity_increase"] <= budget["max_ppl_increase"]
+    if "min_top1" in budget:
+        ok &= scores["top1_agreement"] >= budget["min_top1"]
+    return bool(ok)
+
+
+def _short(r: Recipe) -> str:
+    if r.bits == 8:
+        return r.mode
+    group = "channel-wise" if r.group_size == -1 else f"g{r.group_size}"
+    methods = "+".join(m for m in ("awq", "scale_estimation", "gptq", "lora_correction") if getattr(r, m))
+    return f"{r.mode} {group} ratio {r.ratio:g}" + (f" {methods}" if methods else "")
+
+
+def _summary(scores: dict | None, fits: bool) -> str:
+    if scores is None:
+        return "not evaluated"
+    verdict = "within budget" if fits else "over budget"
+    return f"perplexity {100 * scores['perplexity_increase']:+.2f}%, top-1 {scores['top1_agreement']:.4f} ({verdict})"
+
+
+def _budget_text(budget: dict) -> str:
+    parts = []
+    if "max_ppl_increase" in budget:
+        parts.append(f"perplexity +{100 * budget['max_ppl_increase']:g}% at most")
+    if "min_top1" in budget:
+        parts.append(f"top-1 at least {budget['min_top1']:g}")
+    return ", ".join(parts)
 
 
 def preset_names() -> list[str]:

@@ -48,6 +48,15 @@ class Recipe:
         return 4 if self.mode.startswith("int4") else 8
 
     @property
+    def bits_per_weight(self) -> float:
+        """Estimated storage of the 4-bit-eligible weights: values, plus an fp16 scale (and a
+        zero point when asymmetric) per group; `ratio` of them at 4 bit, the rest at 8."""
+        per_group = 16 + (4 if self.mode.endswith("asym") else 0)  # fp16 scale, u4 zero point
+        group = self.group_size if self.group_size > 0 else 1024  # channel-wise: one per row (~1k)
+        four = 4 + per_group / group
+        return self.ratio * four + (1 - self.ratio) * 8 if self.bits == 4 else 8 + 16 / 1024
+
+    @property
     def data_aware(self) -> bool:
         return self.awq or self.scale_estimation or self.gptq or self.lora_correction
 
@@ -99,6 +108,18 @@ PRESETS = {
     # Phones (ONNX Runtime's MatMulNBits, XNNPACK): symmetric INT4 in blocks of 32, its default block.
     "int4-mobile": Recipe(mode="int4_sym", group_size=32, backup="int8_sym", awq=True, scale_estimation=True),
 }
+
+
+def ladder(recipe: Recipe, groups: tuple[int, ...] = (64, 32)) -> list[Recipe]:
+    """Recipes to try for an accuracy budget, from most to least compressed: `recipe`, then smaller
+    `groups`, then 80% of the layers at 4 bit, and INT8 last. Same mode, symmetry and methods."""
+    if recipe.bits == 8:
+        return [recipe]
+    sizes = [recipe.group_size, *(g for g in groups if recipe.group_size == -1 or g < recipe.group_size)]
+    ratios = [recipe.ratio, *([0.8] if recipe.ratio > 0.8 else [])]
+    tries = [dataclasses.replace(recipe, group_size=g, ratio=r) for r in ratios for g in sizes]
+    int8 = PRESETS["int8"] if recipe.mode.endswith("asym") else Recipe(mode="int8_sym", group_size=-1)
+    return [*sorted(dict.fromkeys(tries), key=lambda r: r.bits_per_weight), int8]
 
 
 def preset(name: str) -> Recipe:

@@ -78,7 +78,10 @@ def test_int4_data_aware_keeps_embeddings_at_int8_and_reports(fp16_folder, tmp_p
     assert report == manifest["report"]
     assert report["reference_perplexity"] > 1 and report["perplexity"] > 1
     assert 0 <= report["top1_agreement"] <= 1 and report["mean_kl"] >= 0
-    assert manifest["files"]["openvino_model.bin"]["bytes"] < 0.5 * verify(fp16_folder)["files"]["openvino_model.bin"]["bytes"]
+    assert (
+        manifest["files"]["openvino_model.bin"]["bytes"]
+        < 0.5 * verify(fp16_folder)["files"]["openvino_model.bin"]["bytes"]
+    )
 
 
 def test_int4_sym_ratio_and_channel_wise(fp16_folder, tmp_path):
@@ -135,3 +138,30 @@ def test_unknown_preset_and_short_calibration_text():
     with pytest.raises(CalibrationError, match="only 3 tokens"):
         windows([1, 2, 3], 4, 64)
     assert [len(w) for w in windows(list(range(300)), 8, 128)] == [128, 128]
+
+
+def test_budget_search_keeps_the_smallest_recipe_within_budget(fp16_folder, tmp_path):
+    """Every ladder step quantized and scored on its own first; the search must then stop at the
+    first (smallest) step within a loose and a tight budget, and refuse an impossible one."""
+    from qwen_edge.quantize.recipes import ladder, preset
+
+    steps = ladder(preset("int4").without_data())
+    assert [s.bits for s in steps][-1] == 8 and len(steps) == 7
+    increases = []
+    for i, step in enumerate(steps):
+        options = {"weights": "int8"} if step.bits == 8 else {"group_size": step.group_size, "ratio": step.ratio}
+        manifest = quantize(fp16_folder, tmp_path / f"s{i}", data_free=True, eval_windows=1, **options)
+        increases.append(manifest["report"]["perplexity_increase"])
+    for budget, expected in ((max(increases) + 1, 0), (min(increases), increases.index(min(increases)))):
+        out = tmp_path / f"budget-{expected}"
+        manifest = quantize(fp16_folder, out, data_free=True, eval_windows=1, max_ppl_increase=budget)
+        tries = manifest["budget"]["tries"]
+        assert len(tries) == expected + 1 and tries[-1]["within_budget"]
+        assert not any(t["within_budget"] for t in tries[:-1])
+        assert [t["scores"]["perplexity_increase"] for t in tries] == pytest.approx(increases[: expected + 1])
+        kept = steps[expected]
+        assert (manifest["recipe"]["group_size"], manifest["recipe"]["ratio"]) == (kept.group_size, kept.ratio)
+        assert json.loads((out / "report.json").read_text())["budget"]["tries"] == tries
+    with pytest.raises(QuantizeError, match="no recipe within the budget"):
+        quantize(fp16_folder, tmp_path / "never", data_free=True, eval_windows=1, max_ppl_increase=min(increases) - 1)
+    assert not (tmp_path / "never").exists()

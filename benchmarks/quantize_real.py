@@ -1,0 +1,107 @@
+"""Quantization accuracy and size on the real Qwen2.5-Coder-0.5B-Instruct, ours against optimum-cli.
+
+    .venv/bin/python benchmarks/quantize_real.py --text ../shared/data/wikitext-2-raw/wiki.test.raw \
+        [--work /tmp/qreal] [--json benchmarks/quantize_real_0.5b.json]
+
+1. our fp16 OpenVINO export of the fetched GGUF (the reference for every score),
+2. `qwen-edge quantize` with int8, int4 (default: AWQ + scale estimation on the built-in
+   calibration sample, never on the evaluation text) and int4 data-free,
+3. optimum-cli's `--weight-format int4` (its default: asym g128, data-free) and fp16 on an HF
+   folder written from the same weights,
+4. `evaluate` for each against our fp16 folder: WikiText-2 perplexity over --windows windows of
+   512 tokens, top-1 agreement, mean KL; and the size of each model's .bin.
+Each step's wall time is recorded too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = os.path.dirname(sys.executable)
+
+
+def step(name: str, cmd: list[str], times: dict) -> None:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    times[name] = time.perf_counter() - start
+    print(f"{name}: {times[name]:.1f} s", flush=True)
+
+
+def write_hf_folder(folder: Path) -> None:
+    """The fetched model's weights (as our loader dequantizes them) as an HF folder, for optimum."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from qwen_edge.models.loaders import load
+
+    loaded = load("qwen2.5-coder-0.5b-instruct")
+    folder.mkdir(parents=True)
+    config = loaded.config.to_dict() | {"torch_dtype": "float32"}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in loaded.model.state_dict().items()}, folder / "model.safetensors")
+    for f in loaded.tokenizer_dir.iterdir():
+        shutil.copyfile(f, folder / f.name)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--text", required=True, help="evaluation text (WikiText-2 test)")
+    p.add_argument("--windows", type=int, default=4)
+    p.add_argument("--work", type=Path, default=Path("/tmp/qreal"))
+    p.add_argument("--json")
+    args = p.parse_args()
+
+    from qwen_edge.quantize.evaluate import evaluate
+
+    w, times = args.work, {}
+    w.mkdir(parents=True, exist_ok=True)
+    qe = f"{BIN}/qwen-edge"
+    if not (w / "fp16").exists():
+        step(
+            "export fp16",
+            [qe, "export", "qwen2.5-coder-0.5b-instruct", "-o", str(w / "fp16"), "--format", "openvino"],
+            times,
+        )
+    ours = {
+        "int8": ["--weights", "int8"],
+        "int4": ["--weights", "int4"],
+        "int4 data-free": ["--weights", "int4", "--data-free"],
+    }
+    for name, extra in ours.items():
+        out = w / name.replace(" ", "-")
+        if not out.exists():
+            step(f"quantize {name}", [qe, "quantize", str(w / "fp16"), "-o", str(out), "--no-report", *extra], times)
+    if not (w / "hf").exists():
+        write_hf_folder(w / "hf")
+    for name, fmt in (("optimum fp16", "fp16"), ("optimum int4", "int4")):
+        out = w / name.replace(" ", "-")
+        if not out.exists():
+            cmd = [f"{BIN}/optimum-cli", "export", "openvino", "-m", str(w / "hf")]
+            step(name, [*cmd, "--task", "text-generation-with-past", "--weight-format", fmt, str(out)], times)
+    rows = {}
+    for name in ["optimum fp16", "int8", "int4", "int4 data-free", "optimum int4"]:
+        folder = w / name.replace(" ", "-")
+        scores = evaluate(folder, reference=w / "fp16", text=args.text, windows=args.windows).to_dict()
+        scores["model_bytes"] = (folder / "openvino_model.bin").stat().st_size
+        rows[name] = scores
+        print(
+            f"{name:16s} ppl {scores['perplexity']:.3f} (fp16 {scores['reference_perplexity']:.3f}, "
+            f"{100 * scores['perplexity_increase']:+.2f}%)  top-1 {scores['top1_agreement']:.4f}  "
+            f"KL {scores['mean_kl']:.4f}  {scores['model_bytes'] / 1e6:.0f} MB",
+            flush=True,
+        )
+    fp16_bytes = (w / "fp16" / "openvino_model.bin").stat().st_size
+    print(f"fp16 (ours)      {fp16_bytes / 1e6:.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"fp16_bytes": fp16_bytes, "rows": rows, "times_s": times}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
