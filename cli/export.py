@@ -29,7 +29,13 @@ def configure_parser(p) -> None:
         help="static / NPU: KV cache slots; ort: genai max_length (1024; NPU 2048)",
     )
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="ONNX weights and compute")
-    p.add_argument("--weights", default="fp16", choices=["fp16", "fp32"], help="OpenVINO IR weight storage")
+    p.add_argument(
+        "--weights",
+        default="fp16",
+        choices=["fp16", "fp32", "int8", "int4", "int4-mobile"],
+        help="OpenVINO IR weights: fp16 / fp32, or a quantize preset (export, then qwen-edge quantize with its "
+        "defaults and report)",
+    )
     p.add_argument("--stateless", action="store_true", help="OpenVINO: explicit KV inputs / outputs, no state")
     p.add_argument(
         "--device-profile",
@@ -57,6 +63,7 @@ def run(
     from qwen_edge.export.npu_rules import NPU
     from qwen_edge.export.to_openvino import export_openvino
     from qwen_edge.models.loaders import load
+    from qwen_edge.quantize.quantize import QuantizeError
 
     def export_onnx(*args, **kwargs):  # imported when used: the ONNX stack costs seconds to import
         from qwen_edge.export.to_onnx import export_onnx
@@ -68,6 +75,14 @@ def run(
     if device_profile == "npu":
         openvino.update(max_prompt=max_prompt or NPU.max_prompt, max_context=max_context or NPU.max_context)
     onnx["overwrite"] = openvino["overwrite"] = overwrite
+    quantized = weights not in ("fp16", "fp32")
+    if quantized and (format != "openvino" or device_profile):
+        raise QuantizeError(
+            f"--weights {weights} quantizes OpenVINO exports only (ONNX quantization is not built yet; "
+            "--device-profile npu always writes INT4): use --format openvino"
+        )
+    if quantized:
+        return [_export_quantized(model, output, weights, openvino, export_openvino)]
     if format == "onnx":
         jobs = [(export_onnx, output, onnx)]
     elif format == "openvino":
@@ -83,3 +98,27 @@ def run(
         print(f"{out}: {kind}, {len(manifest['files'])} files, {total / 1e6:.1f} MB")
         manifests.append(manifest)
     return manifests
+
+
+def _export_quantized(model, output, weights, options, export_openvino) -> dict:
+    """fp16 export into a hidden sibling, then quantize it into OUTPUT (atomic as both steps are)."""
+    import tempfile
+    from pathlib import Path
+
+    from qwen_edge.quantize.quantize import quantize
+
+    from .eval import print_scores
+
+    out = Path(output).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not options["overwrite"]:
+        from qwen_edge.export.bundle import OutputError
+
+        raise OutputError(f"{out} already exists: choose another -o or pass --overwrite")
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp16-", dir=out.parent) as tmp:
+        export_openvino(model, Path(tmp) / "fp16", **{**options, "weights": "fp16", "overwrite": False})
+        manifest = quantize(Path(tmp) / "fp16", out, weights=weights, overwrite=options["overwrite"])
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"{out}: openvino {manifest['graph']} graph, {weights}, {len(manifest['files'])} files, {total / 1e6:.1f} MB")
+    print_scores(manifest["report"])
+    return manifest

@@ -165,3 +165,16 @@ def test_budget_search_keeps_the_smallest_recipe_within_budget(fp16_folder, tmp_
     with pytest.raises(QuantizeError, match="no recipe within the budget"):
         quantize(fp16_folder, tmp_path / "never", data_free=True, eval_windows=1, max_ppl_increase=min(increases) - 1)
     assert not (tmp_path / "never").exists()
+
+
+def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, capsys):
+    model = random_model("tiny-untied", seed=4, std=0.1)
+    gguf = write_gguf(model, tmp_path / "m.gguf")
+    out = tmp_path / "q"
+    assert main(["export", str(gguf), "-o", str(out), "--format", "openvino", "--weights", "int8"]) == 0
+    manifest = verify(out)
+    assert manifest["precision"] == "int8" and manifest["report"]["top1_agreement"] > 0.5
+    assert "top-1 agreement" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the fp16 stage is gone
+    assert main(["export", str(gguf), "-o", str(tmp_path / "o"), "--weights", "int4"]) == 2  # ONNX: not yet
+    assert "OpenVINO exports only" in capsys.readouterr().err and not (tmp_path / "o").exists()
