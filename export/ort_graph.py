@@ -34,7 +34,7 @@ from qwen_edge.models.qwen2 import Qwen2ForCausalLM
 from .external_data import ExternalData
 from .onnx_graph import kv_names
 
-OPSET = 21
+OPSET = 20  # below 21, NNCF compresses MatMul weights to ONNX Runtime's MatMulNBits
 MS = "com.microsoft"
 
 

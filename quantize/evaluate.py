@@ -1,8 +1,9 @@
 """How much a compressed model lost: perplexity on a text, and next-token agreement with a reference.
 
 Both models see the same windows of the text, one full window per call (the stateful IR's state
-reset in between), in f32 compute with an f32 KV cache, so the numbers measure the weights and not
-the CPU's bf16 arithmetic. For each window of L tokens:
+reset in between); OpenVINO computes in f32 with an f32 KV cache, so the numbers measure the
+weights and not the CPU's bf16 arithmetic. ONNX folders run on ONNX Runtime's CPU provider as
+they are (a MatMulNBits graph's int8 compute included: that is what it ships with). For each window of L tokens:
 
     perplexity   exp(mean negative log-likelihood of tokens 2..L)
     top-1        share of positions where both models' most likely next token is the same
@@ -48,26 +49,47 @@ class Scores:
 
 
 class WindowLogits:
-    """Logits of every position of a token window from an OpenVINO IR folder (stateful or not)."""
+    """Logits of every position of a token window from an export folder: OpenVINO IR (stateful or
+    not) on OpenVINO's CPU device, or the ONNX `ort` / `portable` graph on ONNX Runtime's CPU."""
 
     def __init__(self, folder: str | Path, threads: int | None = None):
-        import openvino as ov
-
         folder = Path(folder)
-        manifest = read(folder) if (folder / "manifest.json").exists() else {}
-        if manifest and manifest.get("format") != "openvino":
-            raise EvaluationError(f"{folder} is a {manifest.get('format')} export; evaluation runs OpenVINO folders")
+        manifest = read(folder) if (folder / "manifest.json").exists() else {"format": "openvino"}
         if manifest.get("graph") == "static":
             raise EvaluationError(f"{folder} is a static (NPU) export; evaluate the dynamic export it was made from")
-        xml = folder / "openvino_model.xml"
+        self.onnx = manifest.get("format") == "onnx"
+        if self.onnx:
+            self._load_onnx(folder / manifest["model_file"], threads)
+        else:
+            self._load_openvino(folder / "openvino_model.xml", threads)
+
+    def _load_openvino(self, xml: Path, threads: int | None) -> None:
+        import openvino as ov
+
         if not xml.exists():
-            raise EvaluationError(f"{folder} has no openvino_model.xml: is it an OpenVINO export folder?")
+            raise EvaluationError(f"{xml.parent} has no openvino_model.xml: is it an OpenVINO export folder?")
         config = dict(EXACT, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
         model = ov.Core().read_model(str(xml))
         self.inputs = {p.get_any_name() for p in model.inputs}
         self.request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
         self.past = {
-            p.get_any_name(): p.get_partial_shape() for p in model.inputs if p.get_any_name().startswith("past_key")
+            p.get_any_name(): (p.get_partial_shape()[1].get_length(), p.get_partial_shape()[3].get_length(), np.float32)
+            for p in model.inputs
+            if p.get_any_name().startswith("past_key")
+        }
+
+    def _load_onnx(self, path: Path, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.past = {
+            i.name: (i.shape[1], i.shape[3], np.float16 if "float16" in i.type else np.float32)
+            for i in self.session.get_inputs()
+            if i.name.startswith("past_key")
         }
 
     def __call__(self, ids: list[int]) -> np.ndarray:
@@ -76,13 +98,16 @@ class WindowLogits:
             "input_ids": np.array([ids], np.int64),
             "attention_mask": np.ones((1, n), np.int64),
             "position_ids": np.arange(n, dtype=np.int64)[None],
+            "beam_idx": np.zeros(1, np.int32),
         }
+        for name, (heads, dim, dtype) in self.past.items():  # explicit KV inputs: an empty cache
+            feed[name] = np.zeros([1, heads, 0, dim], dtype)
+        feed = {k: v for k, v in feed.items() if k in self.inputs}
+        if self.onnx:
+            return self.session.run(["logits"], feed)[0][0].astype(np.float32)
         if "beam_idx" in self.inputs:
-            feed["beam_idx"] = np.zeros(1, np.int32)
             self.request.reset_state()
-        for name, shape in self.past.items():  # stateless IR: an empty cache
-            feed[name] = np.zeros([1, shape[1].get_length(), 0, shape[3].get_length()], np.float32)
-        return self.request.infer({k: v for k, v in feed.items() if k in self.inputs})["logits"][0]
+        return self.request.infer(feed)["logits"][0]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

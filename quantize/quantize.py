@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qwen_edge.export import bundle
 from qwen_edge.export.openvino_ir import MODEL_XML, io_of
-from qwen_edge.runtime.manifest import ManifestError, verify
+from qwen_edge.runtime.manifest import ManifestError, sha256_file, verify
 from qwen_edge.runtime.tokenizer import Tokenizer
 
 from . import calibration
@@ -67,19 +67,25 @@ def quantize(
     manifest = _checked_input(folder)
     start = time.perf_counter()
     with bundle.staged(output, overwrite) as tmp:
+        if manifest["format"] == "onnx" and recipe.data_aware:
+            log.info("ONNX: data-free compression (data-aware methods are wired for OpenVINO folders only)")
+            recipe = recipe.without_data()
         dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens)
         candidates = ladder(recipe, groups=(128,) if weights == "int4-npu" else (64, 32)) if budget else [recipe]
         tries, kept = [], None
         for i, candidate in enumerate(candidates):
             attempt = tmp / f".try-{i}"
             attempt.mkdir()
-            ran, io = _compress(folder, attempt, candidate, dataset)
+            ran, io = _compress(folder, attempt, candidate, dataset, manifest)
             scores = None
             if report or budget:
                 _copy_other_files(folder, manifest, attempt)
+                # what the folder is, for evaluate (replaced by the sealed manifest at the end)
+                kind = {k: manifest[k] for k in ("format", "graph", "model_file", "config") if k in manifest}
+                (attempt / "manifest.json").write_text(json.dumps(kind))
                 scores = evaluate(attempt, reference=folder, text=eval_text, windows=eval_windows).to_dict()
             fits = not budget or _within(scores, budget)
-            size = (attempt / "openvino_model.bin").stat().st_size
+            size = sum(f.stat().st_size for f in attempt.glob(_weights_glob(manifest)))
             tries.append({"recipe": ran.to_dict(), "model_bytes": size, "scores": scores, "within_budget": fits})
             if budget:
                 log.info("try %d: %s -> %s", i + 1, _short(ran), _summary(scores, fits))
@@ -103,10 +109,7 @@ def quantize(
             precision="int8" if ran.bits == 8 else weights,
             io=io,
             recipe={"name": weights, **ran.to_dict(), "calibration": calib if ran.data_aware else None},
-            quantized_from={
-                "folder": str(folder.resolve()),
-                "sha256": manifest["files"]["openvino_model.bin"]["sha256"],
-            },
+            quantized_from={"folder": str(folder.resolve()), "manifest_sha256": sha256_file(folder / "manifest.json")},
             nncf=metadata.version("nncf"),
         )
         if budget:
@@ -126,16 +129,19 @@ def _checked_input(folder: Path) -> dict:
         manifest = verify(folder)
     except ManifestError as e:
         raise QuantizeError(str(e)) from None
-    if manifest.get("format") != "openvino":
+    kind = (manifest.get("format"), manifest.get("graph"))
+    if kind[0] == "onnx" and kind[1] != "ort":
         raise QuantizeError(
-            f"{folder} is a {manifest.get('format')} export; quantize works on OpenVINO folders today: "
-            "export with --format openvino"
+            f"{folder} is an ONNX {kind[1]} graph; ONNX quantization targets the ort graph (MatMulNBits): "
+            "export with --graph ort, or use --format openvino"
         )
-    if manifest.get("precision") not in ("fp16", "fp32"):
+    if kind[0] not in ("onnx", "openvino"):
+        raise QuantizeError(f"{folder} is not an ONNX or OpenVINO export folder")
+    if manifest.get("precision", manifest.get("dtype")) not in ("fp16", "fp32"):
         raise QuantizeError(
             f"{folder} is already quantized ({manifest.get('precision')}): quantize the fp16 export it came from"
         )
-    if manifest.get("graph") == "static":
+    if kind[1] == "static":
         raise QuantizeError(f"{folder} is a static (NPU) export: use export --device-profile npu instead")
     return manifest
 
@@ -153,7 +159,12 @@ def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_t
     return nncf.Dataset(calibration.openvino_items(windows)), calib
 
 
-def _compress(folder: Path, out: Path, recipe: Recipe, dataset) -> tuple[Recipe, dict]:
+def _compress(folder: Path, out: Path, recipe: Recipe, dataset, manifest: dict) -> tuple[Recipe, dict]:
+    if manifest["format"] == "onnx":
+        from .onnx_weights import compress_onnx
+
+        ran = compress_onnx(folder / manifest["model_file"], out / manifest["model_file"], recipe)
+        return ran, manifest["io"]
     import openvino as ov
 
     model = ov.Core().read_model(str(folder / MODEL_XML))
@@ -162,9 +173,14 @@ def _compress(folder: Path, out: Path, recipe: Recipe, dataset) -> tuple[Recipe,
     return ran, io_of(model)
 
 
+def _weights_glob(manifest: dict) -> str:
+    return f"{manifest['model_file']}*" if manifest["format"] == "onnx" else "openvino_model.*"
+
+
 def _copy_other_files(folder: Path, manifest: dict, out: Path) -> None:
+    model = manifest["model_file"] if manifest["format"] == "onnx" else "openvino_model."
     for name in manifest["files"]:
-        if not name.startswith("openvino_model.") and name != REPORT and not (out / name).exists():
+        if not name.startswith(model) and name != REPORT and not (out / name).exists():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / name, out / name)
 

@@ -1,0 +1,103 @@
+"""INT4 weights for the `ort` ONNX graph through NNCF's ONNX backend, as ONNX Runtime's MatMulNBits.
+
+NNCF writes MatMulNBits below opset 21 (blocked DequantizeLinear from 21 on, which ONNX Runtime's
+CPU provider runs as a plain dequantize + MatMul); the `ort` graph is built at opset 20 for that.
+What is done around NNCF, and why:
+- the embedding Gather is left alone (NNCF would turn it into an invalid MatMulNBits);
+- every MatMul goes to 4 bit, lm_head included (`all_layers`): NNCF's INT8 backup is
+  DequantizeLinear + MatMul, which decodes ~30x slower than MatMulNBits on CPU;
+- asymmetric INT4: NNCF stores MatMulNBits zero points one per byte, [N, blocks]; ONNX Runtime
+  wants two per byte, [N * ceil(blocks / 2)] — repacked here (otherwise the model does not load);
+- `accuracy_level` 4 (int8 compute) on every MatMulNBits: ONNX Runtime then quantizes activations
+  per block and uses int8 dot products, several times faster prefill on CPU for a small error.
+Data-aware methods need NNCF to run the graph with our KV inputs; not wired for ONNX yet (data-free).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .recipes import Recipe, RecipeError
+
+log = logging.getLogger(__name__)
+
+ACCURACY_LEVEL = 4  # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
+
+
+def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
+    """Write `out_path` (+ `out_path`.data): the graph at `model_path` with INT4 MatMulNBits
+    weights; returns the recipe that ran."""
+    import nncf
+    import onnx
+
+    if recipe.bits != 4:
+        raise RecipeError(
+            "INT8 weights for ONNX are not built: NNCF writes DequantizeLinear + MatMul, which ONNX Runtime "
+            "decodes ~30x slower than MatMulNBits on CPU; use an int4 preset, or an OpenVINO folder for INT8"
+        )
+    ran = dataclasses.replace(recipe.without_data(), all_layers=True, ratio=1.0, backup="none")
+    if ran != dataclasses.replace(recipe.without_data(), backup="none"):
+        log.info("ONNX: every MatMul at 4 bit (ratio 1.0, lm_head included): INT8 MatMuls would run slowly")
+    model = onnx.load(str(model_path))  # with its external data, in memory
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 21:
+        raise RecipeError(f"{model_path.name} is opset {opset}; NNCF writes MatMulNBits below opset 21: re-export it")
+    sizes = {int(t.dims[0]) for t in model.graph.initializer if len(t.dims) == 2}  # MatMul weights: [K, N]
+    # MatMulNBits is blocked only (a power of two >= 16): NNCF writes channel-wise INT4 as a
+    # DequantizeLinear of uint4 that ONNX Runtime rejects. Fit the largest block that divides K.
+    start = ran.group_size if ran.group_size > 0 else 128
+    block = next((b for b in (128, 64, 32, 16) if b <= start and all(k % b == 0 for k in sizes)), None)
+    if block is None:
+        raise RecipeError(f"no MatMulNBits block size (16..128) divides the input sizes {sorted(sizes)}")
+    if block != ran.group_size:
+        log.warning(
+            "ONNX: INT4 group %d -> %d (MatMulNBits blocks must divide %s)", ran.group_size, block, sorted(sizes)
+        )
+    ran = dataclasses.replace(ran, group_size=block)
+    compressed = nncf.compress_weights(
+        model, **ran.nncf_kwargs(None), ignored_scope=nncf.IgnoredScope(types=["Gather"], validate=False)
+    )
+    repacked = _repack_zero_points(compressed)
+    for node in compressed.graph.node:
+        if node.op_type == "MatMulNBits":
+            kept = [a for a in node.attribute if a.name != "accuracy_level"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, onnx.helper.make_attribute("accuracy_level", ACCURACY_LEVEL)])
+    log.info("ONNX: %d MatMulNBits (%d zero points repacked)", _count(compressed, "MatMulNBits"), repacked)
+    onnx.save_model(
+        compressed,
+        str(out_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=out_path.name + ".data",
+        size_threshold=1024,
+    )
+    return ran
+
+
+def _repack_zero_points(model) -> int:
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    done = 0
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits" or len(node.input) < 4 or not node.input[3]:
+            continue
+        zp = inits[node.input[3]]
+        values = numpy_helper.to_array(zp)
+        if values.ndim != 2:  # already in ONNX Runtime's layout
+            continue
+        if values.shape[1] % 2:
+            values = np.pad(values, ((0, 0), (0, 1)), constant_values=8)
+        packed = (values[:, 0::2] & 15) | ((values[:, 1::2] & 15) << 4)
+        zp.CopyFrom(numpy_helper.from_array(packed.astype(np.uint8).reshape(-1), zp.name))
+        done += 1
+    return done
+
+
+def _count(model, op_type: str) -> int:
+    return sum(node.op_type == op_type for node in model.graph.node)
