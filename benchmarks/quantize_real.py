@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=4)
     p.add_argument("--work", type=Path, default=Path("/tmp/qreal"))
     p.add_argument("--json")
+    p.add_argument("--onnx", action="store_true", help="also the ort ONNX graph and its INT4 (MatMulNBits)")
     args = p.parse_args()
 
     from qwen_edge.quantize.evaluate import evaluate
@@ -71,8 +72,9 @@ def main() -> None:
         )
     ours = {
         "int8": ["--weights", "int8"],
-        "int4": ["--weights", "int4"],
-        "int4 data-free": ["--weights", "int4", "--data-free"],
+        "int4": ["--weights", "int4"],  # the 0.5B row of DEFAULT_INT4: g32, ratio 0.9, AWQ
+        "int4 g128 data-free": ["--weights", "int4", "--group-size", "128", "--ratio", "1", "--data-free"],
+        "int4 budget 5%": ["--weights", "int4", "--max-ppl-increase", "5%", "--eval-text", args.text],
     }
     for name, extra in ours.items():
         out = w / name.replace(" ", "-")
@@ -86,10 +88,22 @@ def main() -> None:
             cmd = [f"{BIN}/optimum-cli", "export", "openvino", "-m", str(w / "hf")]
             step(name, [*cmd, "--task", "text-generation-with-past", "--weight-format", fmt, str(out)], times)
     rows = {}
-    for name in ["optimum fp16", "int8", "int4", "int4 data-free", "optimum int4"]:
+    names = ["optimum fp16", "int8", "int4", "int4 g128 data-free", "int4 budget 5%", "optimum int4"]
+    if args.onnx:  # the ort graph in fp32, and NNCF's INT4 of it as MatMulNBits (scored against the fp32 graph)
+        if not (w / "ort").exists():
+            step("export ort fp32", [qe, "export", "qwen2.5-coder-0.5b-instruct", "-o", str(w / "ort")], times)
+        if not (w / "ort-int4").exists():
+            step("quantize ort int4", [qe, "quantize", str(w / "ort"), "-o", str(w / "ort-int4"), "--no-report"], times)
+    for name in names + (["ort-int4"] if args.onnx else []):
         folder = w / name.replace(" ", "-")
-        scores = evaluate(folder, reference=w / "fp16", text=args.text, windows=args.windows).to_dict()
-        scores["model_bytes"] = (folder / "openvino_model.bin").stat().st_size
+        reference = w / ("ort" if name == "ort-int4" else "fp16")
+        scores = evaluate(folder, reference=reference, text=args.text, windows=args.windows).to_dict()
+        scores["model_bytes"] = (
+            sum(f.stat().st_size for f in folder.glob("*.bin"))
+            + sum(f.stat().st_size for f in folder.glob("model.onnx*"))
+            - sum(f.stat().st_size for f in folder.glob("openvino_*tokenizer.bin"))
+        )
+        scores["folder_bytes"] = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
         rows[name] = scores
         print(
             f"{name:16s} ppl {scores['perplexity']:.3f} (fp16 {scores['reference_perplexity']:.3f}, "
@@ -98,9 +112,16 @@ def main() -> None:
             flush=True,
         )
     fp16_bytes = (w / "fp16" / "openvino_model.bin").stat().st_size
-    print(f"fp16 (ours)      {fp16_bytes / 1e6:.0f} MB")
+    fp16_folder = sum(f.stat().st_size for f in (w / "fp16").iterdir() if f.is_file())
+    print(f"fp16 (ours)      {fp16_bytes / 1e6:.0f} MB, folder {fp16_folder / 1e6:.0f} MB")
+    for name, row in rows.items():
+        print(f"{name:16s} folder {row['folder_bytes'] / 1e6:.0f} MB = {row['folder_bytes'] / fp16_folder:.3f}x fp16's")
     if args.json:
-        Path(args.json).write_text(json.dumps({"fp16_bytes": fp16_bytes, "rows": rows, "times_s": times}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"fp16_bytes": fp16_bytes, "fp16_folder_bytes": fp16_folder, "rows": rows, "times_s": times}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from qwen_edge.runtime.tokenizer import Tokenizer
 
 from . import calibration
 from .evaluate import evaluate
-from .recipes import PRESETS, Recipe, compress_openvino, ladder, preset
+from .recipes import PRESETS, Recipe, compress_openvino, default_recipe, ladder, preset
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,15 @@ def quantize(
     recipes are tried from most to least compressed (`recipes.ladder`) and the first within the
     budget — the smallest — is kept; every try is recorded under "budget"."""
     folder = Path(folder)
-    recipe = preset(weights)  # unknown names fail here, before any work
+    preset(weights)  # unknown names fail here, before any work
+    manifest = _checked_input(folder)
+    config = manifest.get("config", {})
+    recipe = default_recipe(weights, config.get("hidden_size"), config.get("num_hidden_layers"))
     overrides = {k: v for k, v in (("ratio", ratio), ("group_size", group_size)) if v is not None}
     recipe = dataclasses.replace(recipe, **overrides)
     if data_free:
         recipe = recipe.without_data()
     budget = {k: v for k, v in (("max_ppl_increase", max_ppl_increase), ("min_top1", min_top1)) if v is not None}
-    manifest = _checked_input(folder)
     start = time.perf_counter()
     with bundle.staged(output, overwrite) as tmp:
         if manifest["format"] == "onnx" and recipe.data_aware:

@@ -110,6 +110,22 @@ PRESETS = {
 }
 
 
+# The `int4` preset per Qwen2 size, as overrides; only measured rows. Qwen2.5-Coder-0.5B-Instruct,
+# WikiText-2 perplexity vs fp16 (4 x 512 tokens; benchmarks/RESULTS.md): g128 data-free +20.9%,
+# g128 AWQ + scale estimation +23.0% (scale estimation made every variant worse here), g32
+# data-free +8.2%, g32 AWQ +8.6%, g32 ratio 0.9 AWQ +7.3% (top-1 0.851, 1.5% more bytes than g32).
+DEFAULT_INT4 = {
+    (896, 24): {"group_size": 32, "ratio": 0.9, "awq": True, "scale_estimation": False},  # Qwen2 / 2.5 0.5B
+}
+
+
+def default_recipe(name: str, hidden_size: int | None = None, layers: int | None = None) -> Recipe:
+    """The preset `name`, with the measured per-size overrides for `int4` when the model has a row."""
+    recipe = preset(name)
+    row = DEFAULT_INT4.get((hidden_size, layers)) if name == "int4" else None
+    return dataclasses.replace(recipe, **row) if row else recipe
+
+
 def ladder(recipe: Recipe, groups: tuple[int, ...] = (64, 32)) -> list[Recipe]:
     """Recipes to try for an accuracy budget, from most to least compressed: `recipe`, then smaller
     `groups`, then 80% of the layers at 4 bit, and INT8 last. Same mode, symmetry and methods."""

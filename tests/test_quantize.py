@@ -256,3 +256,13 @@ def _assert_dequantizes_to_the_original(fp32_folder, q_folder, node):
     weight = original[node.input[1].removesuffix("_quantized")].T  # fp32 graph stores [K, N]
     step = np.abs(scales).repeat(block, -1).reshape(n, k)
     assert np.all(np.abs(dequantized - weight) <= step * (0.5 if asym else 1.0) + 1e-6)
+
+
+def test_int4_defaults_come_from_the_per_size_table():
+    from qwen_edge.quantize.recipes import DEFAULT_INT4, default_recipe, preset
+
+    small = default_recipe("int4", 896, 24)  # Qwen2 / Qwen2.5 0.5B: a measured row
+    assert (small.group_size, small.ratio, small.awq, small.scale_estimation) == (32, 0.9, True, False)
+    assert default_recipe("int4", 3584, 28) == preset("int4")  # no row: the preset as it is
+    assert default_recipe("int8", 896, 24) == preset("int8")  # rows are for int4 only
+    assert all(len(key) == 2 for key in DEFAULT_INT4)
