@@ -85,7 +85,7 @@ class Recipe:
                 all_layers=self.all_layers,
                 backup_mode=nncf.BackupMode(self.backup),
             )
-        if dataset is not None:
+        if dataset is not None and self.bits == 4:  # NNCF's INT8 modes take no data
             kwargs.update(
                 dataset=dataset,
                 awq=self.awq,

@@ -165,6 +165,9 @@ def test_budget_search_keeps_the_smallest_recipe_within_budget(fp16_folder, tmp_
     with pytest.raises(QuantizeError, match="no recipe within the budget"):
         quantize(fp16_folder, tmp_path / "never", data_free=True, eval_windows=1, max_ppl_increase=min(increases) - 1)
     assert not (tmp_path / "never").exists()
+    # data-aware all the way down the ladder, INT8 (which takes no data) included
+    with pytest.raises(QuantizeError, match="no recipe within the budget"):
+        quantize(fp16_folder, tmp_path / "never2", samples=2, sample_tokens=64, eval_windows=1, min_top1=1.01)
 
 
 def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, capsys):
