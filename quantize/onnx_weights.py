@@ -42,7 +42,9 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
     ran = dataclasses.replace(recipe.without_data(), all_layers=True, ratio=1.0, backup="none")
     if ran != dataclasses.replace(recipe.without_data(), backup="none"):
         log.info("ONNX: every MatMul at 4 bit (ratio 1.0, lm_head included): INT8 MatMuls would run slowly")
-    model = onnx.load(str(model_path))  # with its external data, in memory
+    # Weights stay in the external data file while NNCF works (a >2 GB model cannot even be
+    # serialised as one protobuf); NNCF reads them from there and loads what it left uncompressed.
+    model = onnx.load(str(model_path), load_external_data=False)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if opset >= 21:
         raise RecipeError(f"{model_path.name} is opset {opset}; NNCF writes MatMulNBits below opset 21: re-export it")
@@ -58,8 +60,14 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
             "ONNX: INT4 group %d -> %d (MatMulNBits blocks must divide %s)", ran.group_size, block, sorted(sizes)
         )
     ran = dataclasses.replace(ran, group_size=block)
+    from nncf.onnx.quantization.backend_parameters import BackendParameters
+
+    external = {BackendParameters.EXTERNAL_DATA_DIR: str(model_path.parent.resolve())}
     compressed = nncf.compress_weights(
-        model, **ran.nncf_kwargs(None), ignored_scope=nncf.IgnoredScope(types=["Gather"], validate=False)
+        model,
+        **ran.nncf_kwargs(None),
+        ignored_scope=nncf.IgnoredScope(types=["Gather"], validate=False),
+        advanced_parameters=nncf.AdvancedCompressionParameters(backend_params=external),
     )
     repacked = _repack_zero_points(compressed)
     for node in compressed.graph.node:
