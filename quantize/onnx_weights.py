@@ -8,6 +8,8 @@ What is done around NNCF, and why:
   DequantizeLinear + MatMul, which decodes ~30x slower than MatMulNBits on CPU;
 - asymmetric INT4: NNCF stores MatMulNBits zero points one per byte, [N, blocks]; ONNX Runtime
   wants two per byte, [N * ceil(blocks / 2)] — repacked here (otherwise the model does not load);
+- NNCF 3.4 folds a MatMul's bias into MatMulNBits and also keeps the Add: the doubled bias is
+  dropped from MatMulNBits here;
 - `accuracy_level` 4 (int8 compute) on every MatMulNBits: ONNX Runtime then quantizes activations
   per block and uses int8 dot products, several times faster prefill on CPU for a small error.
 Data-aware methods need NNCF to run the graph with our KV inputs; not wired for ONNX yet (data-free).
@@ -70,12 +72,18 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
         advanced_parameters=nncf.AdvancedCompressionParameters(backend_params=external),
     )
     repacked = _repack_zero_points(compressed)
+    doubled = _drop_doubled_biases(compressed)
     for node in compressed.graph.node:
         if node.op_type == "MatMulNBits":
             kept = [a for a in node.attribute if a.name != "accuracy_level"]
             del node.attribute[:]
             node.attribute.extend([*kept, onnx.helper.make_attribute("accuracy_level", ACCURACY_LEVEL)])
-    log.info("ONNX: %d MatMulNBits (%d zero points repacked)", _count(compressed, "MatMulNBits"), repacked)
+    log.info(
+        "ONNX: %d MatMulNBits (%d zero points repacked, %d doubled biases dropped)",
+        _count(compressed, "MatMulNBits"),
+        repacked,
+        doubled,
+    )
     onnx.save_model(
         compressed,
         str(out_path),
@@ -105,6 +113,23 @@ def _repack_zero_points(model) -> int:
         zp.CopyFrom(numpy_helper.from_array(packed.astype(np.uint8).reshape(-1), zp.name))
         done += 1
     return done
+
+
+def _drop_doubled_biases(model) -> int:
+    """NNCF 3.4 moves a MatMul's bias into MatMulNBits's bias input but keeps the Add after it, so
+    the bias is added twice (Qwen2's large q/k/v biases: perplexity 45 -> 9000). Drop the input."""
+    adds = {}
+    for node in model.graph.node:
+        if node.op_type == "Add":
+            for i, name in enumerate(node.input):
+                adds.setdefault(name, set()).add(node.input[1 - i])
+    dropped = 0
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits" and len(node.input) > 5 and node.input[5]:
+            if node.input[5] in adds.get(node.output[0], ()):
+                del node.input[4:]
+                dropped += 1
+    return dropped
 
 
 def _count(model, op_type: str) -> int:

@@ -229,6 +229,7 @@ def test_onnx_int4_runs_as_matmulnbits_and_in_onnxruntime_genai(ort_folder, tmp_
     # wrong zero-point layout would sit near chance (1/512); the weights are checked exactly below
     assert manifest["report"]["top1_agreement"] >= 0.25, manifest["report"]
     _assert_dequantizes_to_the_original(ort_folder, tmp_path / "q", nbits[0])
+    assert not any(len(n.input) > 5 and n.input[5] for n in nbits)  # NNCF's doubled bias dropped
     prompt = [5, 17, 300, 2, 99, 41, 7, 8]
     ours = list(generate(OnnxStep(tmp_path / "q"), prompt, Sampling(max_new_tokens=10), eos_ids=()))
     assert genai_greedy(tmp_path / "q", prompt, 10) == ours
@@ -269,3 +270,40 @@ def test_int4_defaults_come_from_the_per_size_table():
     assert default_recipe("int4", 3584, 28) == preset("int4")  # no row: the preset as it is
     assert default_recipe("int8", 896, 24) == preset("int8")  # rows are for int4 only
     assert all(len(key) == 2 for key in DEFAULT_INT4)
+
+
+def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folder, tmp_path, monkeypatch):
+    """The MatMulNBits graph (fp32 compute) against the fp32 graph holding the same weights
+    dequantized: equal logits. Catches graph rewiring errors the weight check cannot (NNCF's
+    doubled bias: its q/k/v biases added twice)."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from qwen_edge.quantize import onnx_weights
+    from qwen_edge.quantize.evaluate import WindowLogits
+
+    monkeypatch.setattr(onnx_weights, "ACCURACY_LEVEL", 0)  # fp32 compute, to compare exactly
+    quantize(ort_folder, tmp_path / "q", weights="int4", report=False)
+    q = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    weights = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    reference = onnx.load(str(ort_folder / "model.onnx"))
+    for node in (n for n in q.graph.node if n.op_type == "MatMulNBits"):
+        attrs = {a.name: a.i for a in node.attribute}
+        n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
+        packed = weights[node.input[1]].reshape(n, k // block, block // 2)
+        values = np.stack([packed & 15, packed >> 4], -1).reshape(n, k // block, block).astype(np.float32)
+        zp = weights[node.input[3]].reshape(n, -1)
+        zp = np.stack([zp & 15, zp >> 4], -1).reshape(n, -1)[:, : k // block, None].astype(np.float32)
+        dequantized = ((values - zp) * weights[node.input[2]].reshape(n, -1, 1)).reshape(n, k).T
+        name = node.input[1].removesuffix("_quantized")
+        target = next(t for t in reference.graph.initializer if t.name == name)
+        target.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(dequantized, np.float32), name))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    onnx.save_model(reference, str(fake / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    shutil.copyfile(ort_folder / "manifest.json", fake / "manifest.json")
+    ids = list(range(3, 40))
+    got, want = WindowLogits(tmp_path / "q")(ids), WindowLogits(fake)(ids)
+    assert np.abs(got - want).max() <= 1e-3
