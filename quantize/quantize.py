@@ -23,7 +23,7 @@ from qwen_edge.runtime.tokenizer import Tokenizer
 
 from . import calibration
 from .evaluate import evaluate
-from .recipes import PRESETS, Recipe, compress_openvino, default_recipe, ladder, preset
+from .recipes import Recipe, compress_openvino, default_recipe, ladder, preset
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,3 @@ def _budget_text(budget: dict) -> str:
     if "min_top1" in budget:
         parts.append(f"top-1 at least {budget['min_top1']:g}")
     return ", ".join(parts)
-
-
-def preset_names() -> list[str]:
-    return [name for name in PRESETS if name != "int4-npu"]

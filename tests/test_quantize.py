@@ -9,6 +9,7 @@ import pytest
 
 from qwen_edge.cli.main import main
 from qwen_edge.export.to_openvino import export_openvino
+from qwen_edge.models.qwen2 import Qwen2Config
 from qwen_edge.models.shapes import random_model
 from qwen_edge.quantize.calibration import BUILTIN, CalibrationError, windows
 from qwen_edge.quantize.evaluate import evaluate
@@ -18,6 +19,18 @@ from qwen_edge.runtime.manifest import verify
 
 from .gguf_writer import write_gguf
 
+# hidden 128: the default INT4 group of 128 fits
+HIDDEN_128 = Qwen2Config(
+    vocab_size=512,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    eos_token_id=2,
+)
+
 
 @pytest.fixture(scope="module")
 def fp16_folder(tmp_path_factory):
@@ -25,21 +38,9 @@ def fp16_folder(tmp_path_factory):
     default group of 128 fits."""
     import os
 
-    from qwen_edge.models.qwen2 import Qwen2Config
-
     tmp = tmp_path_factory.mktemp("quant")
     os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    cfg = Qwen2Config(
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=2,
-    )
-    model = random_model(cfg, seed=1, std=0.1)
+    model = random_model(HIDDEN_128, seed=1, std=0.1)
     export_openvino(str(write_gguf(model, tmp / "m.gguf")), tmp / "fp16")
     return tmp / "fp16"
 
@@ -189,21 +190,10 @@ def ort_folder(tmp_path_factory):
     import os
 
     from qwen_edge.export.to_onnx import export_onnx
-    from qwen_edge.models.qwen2 import Qwen2Config
 
     tmp = tmp_path_factory.mktemp("ortq")
     os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    cfg = Qwen2Config(
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=2,
-    )
-    export_onnx(str(write_gguf(random_model(cfg, seed=1, std=0.1), tmp / "m.gguf")), tmp / "fp32")
+    export_onnx(str(write_gguf(random_model(HIDDEN_128, seed=1, std=0.1), tmp / "m.gguf")), tmp / "fp32")
     return tmp / "fp32"
 
 
