@@ -124,6 +124,20 @@ def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_ir):
     assert text == expected and "Paris" in text
 
 
+def test_openvino_ir_of_the_real_model_matches_torch_through_prefill_and_decode(real, real_ir):
+    """The stateful IR (fp32 weights, f32 compute and KV cache): prefill 24 tokens, then 6 decode steps."""
+    import numpy as np
+
+    from qwen_edge.quantize.calibration import BUILTIN as text
+
+    from .onnx_driver import torch_logits
+    from .test_export_openvino import run_ir
+
+    ids = np.array([Tokenizer(real.tokenizer_dir).encode(text)[:30]])
+    got = run_ir(real_ir, real.config, ids, split=24, stateful=True)
+    assert np.abs(got - torch_logits(real.model, ids)).max() <= 1e-3
+
+
 def test_openvino_tokenizer_encodes_like_the_original(real_ir, wikitext_lines):
     import openvino as ov
     import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops)
