@@ -8,7 +8,6 @@ openvino_decode.xml one — over a KV cache of `max_context` slots, weights symm
 
 from __future__ import annotations
 
-import gc
 import logging
 import tempfile
 import time
@@ -79,13 +78,10 @@ def export_openvino(
                 del loaded  # the graph's constants share the weights' memory: no copy either way
             steps.update()
             if device_profile:
-                if tokenizer is not None:  # compression is the memory peak: let the tokenizer's go first
-                    tokenizer.result()
-                    gc.collect()
                 extra |= _npu_irs(graph, tmp, max_prompt)
                 io = extra.pop("io")
             else:
-                io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
+                io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, fp16)
             del graph
         else:  # Qwen2-MoE is not built op by op yet: traced through ONNX, then read by OpenVINO
             import openvino as ov
@@ -108,7 +104,7 @@ def export_openvino(
                     extra |= _npu_irs(graph, tmp, max_prompt)
                     io = extra.pop("io")
                 else:
-                    io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, weights == "fp16")
+                    io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, fp16)
         steps.update()
         bundle.write_model_files(cfg, tokenizer_dir, tmp)
         if tokenizer is not None:
