@@ -8,6 +8,8 @@ they are (a MatMulNBits graph's int8 compute included: that is what it ships wit
     perplexity   exp(mean negative log-likelihood of tokens 2..L)
     top-1        share of positions where both models' most likely next token is the same
     KL           mean over positions of KL(reference || candidate) on the next-token distribution
+
+and, against a reference, the generation similarity of greedy continuations (`similarity.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Scores:
     perplexity_increase: float | None = None  # relative: 0.05 is +5%
     top1_agreement: float | None = None
     mean_kl: float | None = None
+    generation: dict | None = None  # similarity.compare of greedy continuations, with a reference
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,9 +125,13 @@ def evaluate(
     text: str | Path | None = None,
     windows: int = 4,
     window_tokens: int = 512,
+    generation_tokens: int = 32,
+    reference_continuations: dict | None = None,
 ) -> Scores:
     """Scores of `folder` on `windows` windows of `text` (default: the built-in sample), against
-    `reference` (another OpenVINO folder of the same model) when given."""
+    `reference` (another export folder of the same model) when given: then also the similarity of
+    `generation_tokens` greedy tokens after each fixed prompt (0: skipped). The reference's
+    continuations are kept in `reference_continuations` (a dict) when given, for the next call."""
     body, source = read_text(text)
     tokens = Tokenizer(folder).encode(body)
     chunks = [tokens[i : i + window_tokens] for i in range(0, len(tokens) - window_tokens + 1, window_tokens)][:windows]
@@ -152,4 +159,14 @@ def evaluate(
         scores.perplexity_increase = scores.perplexity / scores.reference_perplexity - 1
         scores.top1_agreement = agree / count
         scores.mean_kl = kl / count
+        if generation_tokens > 0:
+            from . import similarity
+
+            del candidate, ref  # one model pair in memory at a time
+            cache = reference_continuations if reference_continuations is not None else {}
+            key = (str(Path(reference).resolve()), generation_tokens)
+            if key not in cache:
+                cache[key] = similarity.continuations(reference, max_new_tokens=generation_tokens)
+            mine = similarity.continuations(folder, max_new_tokens=generation_tokens)
+            scores.generation = similarity.compare(mine, cache[key])
     return scores

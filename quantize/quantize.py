@@ -74,7 +74,7 @@ def quantize(
             recipe = recipe.without_data()
         dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens)
         candidates = ladder(recipe, groups=(128,) if weights == "int4-npu" else (64, 32)) if budget else [recipe]
-        tries, kept = [], None
+        tries, kept, continuations = [], None, {}
         for i, candidate in enumerate(candidates):
             attempt = tmp / f".try-{i}"
             attempt.mkdir()
@@ -85,7 +85,9 @@ def quantize(
                 # what the folder is, for evaluate (replaced by the sealed manifest at the end)
                 kind = {k: manifest[k] for k in ("format", "graph", "model_file", "config") if k in manifest}
                 (attempt / "manifest.json").write_text(json.dumps(kind))
-                scores = evaluate(attempt, reference=folder, text=eval_text, windows=eval_windows).to_dict()
+                scores = evaluate(
+                    attempt, folder, eval_text, eval_windows, reference_continuations=continuations
+                ).to_dict()
             fits = not budget or _within(scores, budget)
             size = sum(f.stat().st_size for f in attempt.glob(_weights_glob(manifest)))
             tries.append({"recipe": ran.to_dict(), "model_bytes": size, "scores": scores, "within_budget": fits})

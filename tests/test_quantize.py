@@ -79,6 +79,7 @@ def test_int4_data_aware_keeps_embeddings_at_int8_and_reports(fp16_folder, tmp_p
     assert report == manifest["report"]
     assert report["reference_perplexity"] > 1 and report["perplexity"] > 1
     assert 0 <= report["top1_agreement"] <= 1 and report["mean_kl"] >= 0
+    assert report["generation"]["prompts"] == 8 and 0 <= report["generation"]["similarity"] <= 1
     assert (
         manifest["files"]["openvino_model.bin"]["bytes"]
         < 0.5 * verify(fp16_folder)["files"]["openvino_model.bin"]["bytes"]
@@ -95,6 +96,40 @@ def test_evaluate_against_itself_is_exact(fp16_folder):
     scores = evaluate(fp16_folder, reference=fp16_folder, windows=1, window_tokens=128)
     assert scores.top1_agreement == 1.0 and abs(scores.mean_kl) < 1e-9
     assert scores.perplexity == pytest.approx(scores.reference_perplexity)
+    assert scores.generation == {"prompts": 8, "similarity": 1.0, "identical": 1.0, "prefix": 1.0}
+
+
+def test_generation_similarity_counts_matched_tokens():
+    from qwen_edge.quantize.similarity import compare
+
+    same = compare([[1, 2, 3, 4]], [[1, 2, 3, 4]])
+    assert same == {"prompts": 1, "similarity": 1.0, "identical": 1.0, "prefix": 1.0}
+    late = compare([[1, 2, 3, 9]], [[1, 2, 3, 4]])  # 3 of 4 tokens matched, diverging at the 4th
+    assert late["similarity"] == pytest.approx(0.75) and late["prefix"] == 0.75 and late["identical"] == 0
+    shifted = compare([[7, 1, 2, 3]], [[1, 2, 3, 4]])  # an inserted token costs one match, not all
+    assert shifted["similarity"] == pytest.approx(0.75) and shifted["prefix"] == 0
+    both = compare([[1, 2], [5]], [[1, 2], [6]])
+    assert both["similarity"] == pytest.approx(0.5) and both["identical"] == 0.5
+
+
+def test_generation_similarity_follows_the_greedy_tokens(fp16_folder, tmp_path):
+    """The continuations are the folder's greedy tokens (KV cache reused step to step): the same
+    as recomputing every step from the full window's logits."""
+    from qwen_edge.quantize.evaluate import WindowLogits
+    from qwen_edge.quantize.similarity import PROMPTS, continuations
+    from qwen_edge.runtime.tokenizer import Tokenizer
+
+    got = continuations(fp16_folder, PROMPTS[:2], max_new_tokens=6)
+    logits, tok = WindowLogits(fp16_folder), Tokenizer(fp16_folder)
+    for prompt, new in zip(PROMPTS[:2], got, strict=True):
+        ids = tok.encode(prompt)
+        expected = []
+        for _ in range(6):
+            token = int(np.argmax(logits(ids + expected)[-1]))
+            if token in tok.eos_token_ids:
+                break
+            expected.append(token)
+        assert new == expected
 
 
 def test_evaluated_perplexity_is_the_mean_token_nll(fp16_folder):
@@ -169,6 +204,29 @@ def test_budget_search_keeps_the_smallest_recipe_within_budget(fp16_folder, tmp_
     # data-aware all the way down the ladder, INT8 (which takes no data) included
     with pytest.raises(QuantizeError, match="no recipe within the budget"):
         quantize(fp16_folder, tmp_path / "never2", samples=2, sample_tokens=64, eval_windows=1, min_top1=1.01)
+
+
+def test_embedding_table_at_int4_in_its_own_pass(fp16_folder, tmp_path):
+    """embedding_mode puts the (untied) input table at 4 bit; lm_head stays at the backup precision,
+    and the ratio still counts only the MatMuls."""
+    import dataclasses
+
+    from qwen_edge.quantize.recipes import compress_openvino, preset
+
+    recipe = dataclasses.replace(preset("int4").without_data(), embedding_mode="int4_sym")
+    model, ran = compress_openvino(ov.Core().read_model(fp16_folder / "openvino_model.xml"), recipe)
+    ov.save_model(model, tmp_path / "openvino_model.xml")
+    kinds = weight_types(tmp_path)
+    assert kinds == {"u4": 2 * 7, "i4": 1, "u8": 1}, kinds  # projections u4, table i4 (sym), lm_head u8
+    assert ran.embedding_mode == "int4_sym"
+    # a tied table is lm_head too: the embedding pass is skipped rather than put lm_head at 4 bit
+    tied = tmp_path / "tied"
+    export_openvino(
+        str(write_gguf(random_model(dataclasses.replace(HIDDEN_128, tie_word_embeddings=True)), tmp_path / "t.gguf")),
+        tied,
+    )
+    model, ran = compress_openvino(ov.Core().read_model(tied / "openvino_model.xml"), recipe)
+    assert ran.embedding_mode is None
 
 
 def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, capsys):
@@ -256,7 +314,8 @@ def test_int4_defaults_come_from_the_per_size_table():
     from qwen_edge.quantize.recipes import DEFAULT_INT4, default_recipe, preset
 
     small = default_recipe("int4", 896, 24)  # Qwen2 / Qwen2.5 0.5B: a measured row
-    assert (small.group_size, small.ratio, small.awq, small.scale_estimation) == (32, 0.9, True, False)
+    assert (small.group_size, small.ratio, small.awq, small.scale_estimation) == (32, 0.8, True, False)
+    assert small.embedding_mode == "int4_asym"
     assert default_recipe("int4", 3584, 28) == preset("int4")  # no row: the preset as it is
     assert default_recipe("int8", 896, 24) == preset("int8")  # rows are for int4 only
     assert all(len(key) == 2 for key in DEFAULT_INT4)
