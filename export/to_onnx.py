@@ -56,6 +56,7 @@ def export_onnx(
         extra = {}
         if graph == "ort":
             io = ort_graph.build(loaded.model, tmp / "model.onnx")
+            extra["runtime_file"] = ort_graph.write_last_logits(tmp / "model.onnx")
         else:
             io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context, graph == "static")
         if graph == "static":  # a one-token graph for decode, sharing the prefill graph's weights file

@@ -168,6 +168,10 @@ def _compress(folder: Path, out: Path, recipe: Recipe, dataset, manifest: dict) 
         from .onnx_weights import compress_onnx
 
         ran = compress_onnx(folder / manifest["model_file"], out / manifest["model_file"], recipe)
+        if manifest.get("runtime_file"):
+            from qwen_edge.export.ort_graph import write_last_logits
+
+            write_last_logits(out / manifest["model_file"])
         return ran, manifest["io"]
     import openvino as ov
 

@@ -1,0 +1,224 @@
+"""Load an export folder once, generate from it in as many sessions as you like.
+
+    engine = Engine.load("out/qwen2-int4")                 # verified against its manifest
+    session = engine.session()                              # its own KV cache
+    for piece in session.stream("def fib(n):", max_new_tokens=64):
+        print(piece, end="")
+    result = session.generate("The capital of France is", max_new_tokens=8)
+    chat = engine.chat(system="You are terse.")             # multi-turn, prefix reuse
+
+An Engine holds the compiled model and is shared by threads; a Session holds one KV cache and is
+used by one thread at a time (a second concurrent call is refused, not interleaved).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from . import manifest as manifest_file
+from .generate import Sampling, Stats, generate
+from .streaming import TextStreamer
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "openvino")
+SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
+
+
+class EngineError(ValueError):
+    """The folder, backend or device cannot be run as asked."""
+
+
+@dataclass
+class Result:
+    text: str
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    stats: Stats = field(default_factory=Stats)
+    stopped_by: str = "length"  # "eos", "stop", "length", "context" (the cache is full) or "cancelled"
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "prompt_token_ids": self.prompt_token_ids,
+            "token_ids": self.token_ids,
+            "stopped_by": self.stopped_by,
+            "stats": self.stats.to_dict(),
+        }
+
+
+class Engine:
+    def __init__(self, folder: Path, manifest: dict, model, tokenizer: Tokenizer, backend: str, load_s: float):
+        self.folder, self.manifest, self.model, self.tokenizer = folder, manifest, model, tokenizer
+        self.backend, self.load_s = backend, load_s
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        backend: str = "auto",
+        device: str = "CPU",
+        threads: int | None = None,
+        config: dict | None = None,
+        cache_dir: str | Path | None = None,
+        verify: bool = True,
+    ) -> Engine:
+        """`config`: OpenVINO compile properties, or ONNX Runtime session config entries.
+        `cache_dir`: where OpenVINO keeps compiled blobs (a second load skips compilation)."""
+        start, folder = time.perf_counter(), Path(folder)
+        if backend not in BACKENDS:
+            raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        try:
+            manifest = manifest_file.verify(folder) if verify else manifest_file.read(folder)
+        except manifest_file.ManifestError as e:
+            raise EngineError(str(e)) from None
+        fmt = manifest.get("format")
+        wanted = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt)
+        if wanted is None:
+            raise EngineError(f"{folder} is a {fmt!r} folder; the runtime runs onnx and openvino exports")
+        if backend not in ("auto", wanted):
+            raise EngineError(f"{folder} is an {fmt} export: it runs on --backend {wanted}, not {backend}")
+        try:
+            if wanted == "openvino":
+                from .openvino_backend import OpenVINOModel as Model
+            else:
+                from .onnx_backend import OnnxModel as Model
+            model = Model(folder, manifest, device, threads, config or {}, cache_dir)
+        except (RuntimeError, OSError) as e:
+            raise EngineError(f"{folder}: cannot load on {wanted} {device}: {str(e).strip().splitlines()[0]}") from None
+        tokenizer = Tokenizer(folder)
+        load_s = time.perf_counter() - start
+        log.info("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
+        return cls(folder, manifest, model, tokenizer, wanted, load_s)
+
+    @property
+    def capacity(self) -> int | None:
+        """Most tokens one session can hold (prompt and output)."""
+        return getattr(self.model, "capacity", None) or getattr(self.model, "max_positions", None)
+
+    def session(self) -> Session:
+        return Session(self)
+
+    def generate(self, prompt: str | Sequence[int], **options) -> Result:
+        return self.session().generate(prompt, **options)
+
+    def chat(self, system: str | None = None, overflow: str = "error"):
+        from .chat import Chat
+
+        return Chat(self.session(), system=system, overflow=overflow)
+
+
+class Session:
+    """One KV cache. Each call keeps the cached positions its prompt shares with what the cache
+    holds (a chat's earlier turns, a repeated system prompt) and computes only the rest."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.cache = engine, engine.model.new_cache()
+        self.tokens: list[int] = []  # what the cache holds, position by position
+        self._busy = threading.Lock()
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop the running generation before its next token (safe from any thread)."""
+        self.cancelled.set()
+
+    def stream(
+        self, prompt: str | Sequence[int], stop: Sequence[str] = (), result: Result | None = None, **options
+    ) -> Iterator[str]:
+        """Text pieces as they are generated (whole characters only); fills `result` if given."""
+        unknown = set(options) - SAMPLING_FIELDS
+        if unknown:
+            raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        sampling = Sampling(**options)
+        ids = self.engine.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise EngineError("the prompt is empty: give at least one token")
+        result = result if result is not None else Result("", ids, [])
+        result.prompt_token_ids, result.stats.load_s = ids, self.engine.load_s
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this session is generating in another thread: give each thread its own session")
+        try:
+            yield from self._run(ids, sampling, tuple(stop), result)
+        finally:
+            self._busy.release()
+
+    def _run(self, ids: list[int], sampling: Sampling, stop: tuple[str, ...], result: Result) -> Iterator[str]:
+        keep = _common_prefix(self.tokens, ids)
+        if keep == len(ids):  # the whole prompt is cached: recompute its last token for fresh logits
+            keep -= 1
+        capacity = self.engine.capacity
+        if capacity and len(ids) > capacity:
+            raise EngineError(f"the prompt has {len(ids)} tokens; this model holds {capacity}: shorten it")
+        room = capacity - len(ids) + 1 if capacity else sampling.max_new_tokens  # the last token is not fed back
+        limited = room < sampling.max_new_tokens
+        if limited:
+            sampling = dataclasses.replace(sampling, max_new_tokens=room)
+        self.cache.truncate(keep)
+        self.tokens = self.tokens[:keep]
+        step = _Appender(self, ids[keep:], capacity)
+        streamer = TextStreamer(self.engine.tokenizer.decode, stop)
+        self.cancelled.clear()
+        eos = self.engine.tokenizer.eos_token_ids
+        result.stopped_by = "length"
+        for token in generate(step, ids[keep:], sampling, eos, result.stats, self.cancelled, history=ids[:keep]):
+            result.token_ids.append(token)
+            piece = streamer.put(token)
+            if piece:
+                result.text += piece
+                yield piece
+            if streamer.stopped:
+                result.stopped_by = "stop"
+                return
+        if self.cancelled.is_set():
+            result.stopped_by = "cancelled"
+        elif result.stats.new_tokens < sampling.max_new_tokens:
+            result.stopped_by = "eos"
+        elif limited:
+            result.stopped_by = "context"
+        tail = streamer.end()
+        if tail:
+            result.text += tail
+            yield tail
+
+    def generate(self, prompt: str | Sequence[int], stop: Sequence[str] = (), **options) -> Result:
+        result = Result("", [], [])
+        for _ in self.stream(prompt, stop=stop, result=result, **options):
+            pass
+        return result
+
+
+class _Appender:
+    """The generation loop's prefill / decode over a session's cache, keeping `session.tokens`
+    in step with what the cache holds."""
+
+    def __init__(self, session: Session, new: list[int], capacity: int | None):
+        self.session, self.new, self.capacity = session, new, capacity
+
+    def _append(self, ids: list[int]):
+        if self.capacity and len(self.session.tokens) + len(ids) > self.capacity:
+            raise EngineError(f"the conversation reached this model's {self.capacity} tokens: start a new one")
+        logits = self.session.cache.append(ids)
+        self.session.tokens.extend(ids)
+        return logits
+
+    def prefill(self, ids):
+        return self._append(list(ids))
+
+    def decode(self, token: int):
+        return self._append([token])
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

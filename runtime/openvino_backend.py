@@ -1,0 +1,169 @@
+"""OpenVINO behind the engine: one compiled model per Engine, one infer request (and KV cache)
+per session.
+
+- dynamic stateful IR (the CPU / iGPU export): the cache is the request's state; the logits
+  MatMul is cut to the last position at load (as openvino.genai does), so a prompt's prefill
+  does not multiply every token by the vocabulary;
+- static IR pair (the NPU export): fixed prompt window and KV capacity, explicit KV tensors kept
+  in two preallocated buffers that swap roles each call (`static_window`).
+Device strings pass through to OpenVINO; compiled blobs go to `cache_dir` (CACHE_DIR) when given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import static_window
+
+log = logging.getLogger(__name__)
+
+
+class OpenVINOModel:
+    def __init__(self, folder: Path, manifest: dict, device: str, threads: int | None, config: dict, cache_dir):
+        import openvino as ov
+
+        self.core, self.static = ov.Core(), manifest.get("graph") == "static"
+        options = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            options["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir:
+            options["CACHE_DIR"] = str(cache_dir)
+        options.update(config or {})
+        if device not in self.core.available_devices and not device.startswith(("AUTO", "HETERO", "MULTI")):
+            raise RuntimeError(
+                f"OpenVINO device {device} is not present on this machine (found: "
+                f"{', '.join(self.core.available_devices)}); pass --device CPU"
+            )
+        if self.static:
+            shapes = manifest["shapes"]
+            self.window, self.capacity = shapes["max_prompt"], shapes["max_context"]
+            self.prefill = self.core.compile_model(
+                str(folder / manifest.get("model_file", "openvino_model.xml")), device, options
+            )
+            self.decode = self.core.compile_model(str(folder / manifest["decode_file"]), device, options)
+            self.past = [p.get_any_name() for p in self.decode.inputs if p.get_any_name().startswith("past_key")]
+            shape = self.decode.input(self.past[0]).get_partial_shape()
+            self.kv_shape = [d.get_length() for d in shape]
+            self.kv_dtype = self.decode.input(self.past[0]).get_element_type().to_dtype()
+        else:
+            model = self.core.read_model(str(folder / "openvino_model.xml"))
+            self.inputs = {p.get_any_name() for p in model.inputs}
+            if "beam_idx" not in self.inputs:
+                raise RuntimeError(f"{folder}: the IR is not stateful (no beam_idx input); re-export it")
+            _logits_of_last_position(model)
+            self.compiled = self.core.compile_model(model, device, options)
+            self.capacity = manifest.get("config", {}).get("max_position_embeddings")
+
+    def new_cache(self):
+        return StaticCache(self) if self.static else StatefulCache(self)
+
+
+def _logits_of_last_position(model) -> None:
+    """Feed the lm_head MatMul only the last position's hidden state (a Slice on axis 1)."""
+    from openvino import opset8 as ops
+
+    result = next(
+        r for r in model.get_results() if "logits" in r.output(0).get_names() or "logits" in r.get_friendly_name()
+    )
+    node = result.input_value(0).get_node()
+    while node.get_type_name() != "MatMul":
+        if node.get_input_size() == 0:
+            log.info("no MatMul before the logits: every position's logits are computed")
+            return
+        node = node.input_value(0).get_node()
+    hidden = node.input_value(0)
+    last = ops.slice(
+        hidden,
+        ops.constant(np.array([-1], np.int64)),
+        ops.constant(np.array([np.iinfo(np.int64).max], np.int64)),
+        ops.constant(np.array([1], np.int64)),
+        ops.constant(np.array([1], np.int64)),
+    )
+    node.input(0).replace_source_output(last.output(0))
+    model.validate_nodes_and_infer_types()
+
+
+class StatefulCache:
+    """The KV cache inside one infer request's state."""
+
+    def __init__(self, model: OpenVINOModel):
+        self.request = model.compiled.create_infer_request()
+        self.inputs, self.capacity, self.length = model.inputs, model.capacity, 0
+        size = self.capacity or 32768
+        self.mask = np.ones((1, size), np.int64)
+        self.positions = np.arange(size, dtype=np.int64)[None]
+        self.beam = np.zeros(1, np.int32)
+
+    def append(self, ids: Sequence[int]) -> np.ndarray:
+        end = self.length + len(ids)
+        if end > self.mask.shape[1]:
+            self.mask = np.ones((1, 2 * end), np.int64)
+            self.positions = np.arange(2 * end, dtype=np.int64)[None]
+        feed = {
+            "input_ids": np.asarray(ids, np.int64)[None],
+            "attention_mask": self.mask[:, :end],
+            "position_ids": self.positions[:, self.length : end],
+            "beam_idx": self.beam,
+        }
+        out = self.request.infer({k: v for k, v in feed.items() if k in self.inputs}, share_inputs=True)
+        self.length = end
+        return np.array(out["logits"][0, -1], np.float32)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n positions (n = 0: a fresh conversation)."""
+        import openvino as ov
+
+        if n == 0:
+            self.request.reset_state()
+        elif n < self.length:
+            for state in self.request.query_state():
+                kept = np.ascontiguousarray(state.state.data[:, :, :n])
+                state.state = ov.Tensor(kept)
+        self.length = min(self.length, n)
+
+
+class StaticCache:
+    """Explicit KV tensors of the static (NPU) pair, in two buffers that swap each call."""
+
+    def __init__(self, model: OpenVINOModel):
+        import openvino as ov
+
+        self.model, self.capacity, self.window, self.length = model, model.capacity, model.window, 0
+        self.prefill = model.prefill.create_infer_request()
+        self.decode = model.decode.create_infer_request()
+        self.buffers = [
+            {name: ov.Tensor(np.zeros(model.kv_shape, model.kv_dtype)) for name in model.past} for _ in range(2)
+        ]
+        self.current = 0
+        self.tokens: list[int] = []
+
+    def append(self, ids: Sequence[int]) -> np.ndarray:
+        plan = static_window.plan(self.length, len(ids), self.window, self.capacity)
+        self.tokens = self.tokens[: self.length] + list(ids)
+        logits = None
+        for chunk in plan:
+            request = self.decode if chunk.size == 1 else self.prefill
+            tokens = self.tokens[chunk.start : chunk.start + chunk.real] + [0] * (chunk.size - chunk.real)
+            slots = np.arange(chunk.start, chunk.start + chunk.size, dtype=np.int64)
+            feed = {
+                "input_ids": np.array([tokens], np.int64),
+                "attention_mask": (np.arange(self.capacity) < chunk.start + chunk.real).astype(np.int64)[None],
+                "position_ids": slots[None],
+                "cache_position": slots,
+            }
+            past, present = self.buffers[self.current], self.buffers[1 - self.current]
+            for name, tensor in past.items():
+                request.set_tensor(name, tensor)
+                request.set_tensor(name.replace("past_key_values", "present"), present[name])
+            request.infer(feed, share_inputs=True)
+            self.current = 1 - self.current
+            logits = request.get_tensor("logits").data[0, chunk.real - 1]
+        self.length += len(ids)
+        return np.array(logits, np.float32)
+
+    def truncate(self, n: int) -> None:
+        self.length = min(self.length, n)  # slots past `length` are masked, then overwritten
