@@ -33,7 +33,8 @@ class OpenVINOModel:
         if cache_dir:
             options["CACHE_DIR"] = str(cache_dir)
         options.update(config or {})
-        if device not in self.core.available_devices and not device.startswith(("AUTO", "HETERO", "MULTI")):
+        present = {d.split(".")[0] for d in self.core.available_devices}
+        if device.split(".")[0] not in present and not device.startswith(("AUTO", "HETERO", "MULTI")):
             raise RuntimeError(
                 f"OpenVINO device {device} is not present on this machine (found: "
                 f"{', '.join(self.core.available_devices)}); pass --device CPU"
@@ -41,10 +42,16 @@ class OpenVINOModel:
         if self.static:
             shapes = manifest["shapes"]
             self.window, self.capacity = shapes["max_prompt"], shapes["max_context"]
-            self.prefill = self.core.compile_model(
-                str(folder / manifest.get("model_file", "openvino_model.xml")), device, options
-            )
-            self.decode = self.core.compile_model(str(folder / manifest["decode_file"]), device, options)
+            weights = manifest.get("weights_file")  # the pair shares one weights file
+
+            def compiled(name):
+                xml = str(folder / name)
+                return self.core.compile_model(
+                    self.core.read_model(xml, str(folder / weights) if weights else None), device, options
+                )
+
+            self.prefill = compiled(manifest.get("model_file", "openvino_model.xml"))
+            self.decode = compiled(manifest["decode_file"])
             self.past = [p.get_any_name() for p in self.decode.inputs if p.get_any_name().startswith("past_key")]
             shape = self.decode.input(self.past[0]).get_partial_shape()
             self.kv_shape = [d.get_length() for d in shape]

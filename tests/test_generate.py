@@ -77,3 +77,39 @@ def test_temperature_sharpens_or_flattens(temperature):
     share = np.mean([sample(logits, Sampling(temperature=temperature), rng) == 0 for _ in range(4000)])
     expected = 0.6 ** (1 / temperature) / (0.6 ** (1 / temperature) + 0.4 ** (1 / temperature))
     assert abs(share - expected) < 0.03
+
+
+def test_min_p_drops_tokens_below_a_share_of_the_top():
+    logits = np.log(np.array([0.5, 0.3, 0.12, 0.08]))
+    rng = np.random.default_rng(0)
+    # min_p 0.2: keep p >= 0.1 (tokens 0, 1, 2), renormalized
+    draws = [sample(logits, Sampling(temperature=1.0, min_p=0.2), rng) for _ in range(4000)]
+    assert set(draws) == {0, 1, 2}
+    assert abs(np.mean(np.array(draws) == 2) - 0.12 / 0.92) < 0.02
+
+
+def test_penalties_change_logits_as_defined():
+    from qwen_edge.runtime.generate import penalize
+
+    logits = np.array([2.0, -1.0, 0.5, 3.0], np.float32)
+    out = penalize(logits, Sampling(repetition_penalty=2.0), seen=np.array([0, 1, 1]), output=np.array([], np.int64))
+    assert out.tolist() == [1.0, -2.0, 0.5, 3.0]  # positive / p, negative * p, each id once
+    out = penalize(logits, Sampling(presence_penalty=0.5), seen=np.array([3]), output=np.array([3, 3, 2]))
+    assert out.tolist() == [2.0, -1.0, 0.0, 2.5]  # output ids only, once each
+    assert penalize(logits, Sampling(), np.array([0]), np.array([0])) is logits
+
+
+def test_repetition_penalty_breaks_a_greedy_loop():
+    step = ScriptedStep([3, 3, 3, 3, 3], vocab=6)
+    step._next = lambda: np.array([0, 0, 1.0, 2.0, 0, 0], np.float32)  # 3 best, then 2
+    plain = list(generate(step, [1], Sampling(max_new_tokens=3)))
+    penalized = list(generate(step, [1], Sampling(max_new_tokens=3, repetition_penalty=3.0)))
+    # 3 -> 2/3 < 1: 2 wins; then both were seen: 2/3 > 1/3, 3 again
+    assert plain == [3, 3, 3] and penalized == [3, 2, 3]
+
+
+def test_bad_sampling_values_are_refused_with_the_rule():
+    with pytest.raises(ValueError, match="top_p must be in"):
+        Sampling(top_p=0)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        Sampling(temperature=-1)

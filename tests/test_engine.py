@@ -1,0 +1,224 @@
+"""qwen_edge.runtime.Engine on every folder kind the exporter writes: the same greedy tokens as our
+torch model, chat prefix reuse, streaming, cancellation, concurrency, capacity errors."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from qwen_edge.export.to_onnx import export_onnx
+from qwen_edge.export.to_openvino import export_openvino
+from qwen_edge.models.reference import TorchStep
+from qwen_edge.models.shapes import random_model
+from qwen_edge.runtime import Engine, EngineError
+from qwen_edge.runtime.generate import Sampling, generate
+
+from .gguf_writer import write_gguf
+
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+PROMPT = [5, 17, 300, 2, 99, 41, 7, 8, 9, 10, 11]
+WINDOW, CAPACITY = 8, 64
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    import os
+
+    tmp = tmp_path_factory.mktemp("engine")
+    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
+    model = random_model("tiny-untied", seed=4, std=0.1)
+    gguf = str(write_gguf(model, tmp / "m.gguf"))
+    export_openvino(gguf, tmp / "openvino", weights="fp32")
+    export_openvino(gguf, tmp / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY)
+    export_onnx(gguf, tmp / "ort")
+    export_onnx(gguf, tmp / "portable", graph="portable")
+    export_onnx(gguf, tmp / "static", graph="static", max_prompt=WINDOW, max_context=CAPACITY)
+    return model, tmp
+
+
+def load(folder):
+    return Engine.load(folder, config=EXACT if "openvino" in folder.name else None)
+
+
+def torch_greedy(model, prompt, n):
+    return list(generate(TorchStep(model), prompt, Sampling(max_new_tokens=n, ignore_eos=True)))
+
+
+@pytest.mark.parametrize("kind", ["openvino", "ort", "portable", "static"])
+def test_greedy_tokens_equal_torch(folders, kind):
+    model, tmp = folders
+    engine = load(tmp / kind)
+    result = engine.generate(PROMPT, max_new_tokens=20, ignore_eos=True)
+    assert result.token_ids == torch_greedy(model, PROMPT, 20)
+    assert result.stats.prompt_tokens == len(PROMPT) and result.stats.new_tokens == 20
+    assert result.stopped_by == "length" and result.text == engine.tokenizer.decode(result.token_ids)
+
+
+def test_npu_pair_runs_through_windows_like_the_int4_dynamic_ir(folders, tmp_path):
+    """The NPU folder (INT4, static windows) against the same INT4 weights in the dynamic IR."""
+    import openvino as ov
+
+    from qwen_edge.export import bundle
+    from qwen_edge.quantize.recipes import compress_openvino, preset
+
+    _, tmp = folders
+    model = ov.Core().read_model(str(tmp / "openvino" / "openvino_model.xml"))
+    model, _ = compress_openvino(model, preset("int4-npu"))
+    out = tmp_path / "dyn"
+    with bundle.staged(out) as staged:
+        ov.save_model(model, str(staged / "openvino_model.xml"), compress_to_fp16=False)
+        for f in (tmp / "openvino").iterdir():
+            if not f.name.startswith("openvino_model.") and f.name != "manifest.json":
+                (staged / f.name).write_bytes(f.read_bytes())
+        bundle.seal(staged, {"format": "openvino", "graph": "stateful", "config": {}})
+    for prompt in (PROMPT[:5], PROMPT + PROMPT):  # one padded window; three windows
+        want = load(out).generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
+        got = Engine.load(tmp / "npu", config=EXACT).generate(prompt, max_new_tokens=12, ignore_eos=True)
+        assert got.token_ids == want
+
+
+@pytest.mark.parametrize("kind", ["openvino", "ort", "portable"])
+def test_chat_reuses_the_cache_and_equals_a_fresh_run(folders, kind):
+    _, tmp = folders
+    engine = load(tmp / kind)
+    chat = engine.chat(system="be brief")
+    fed = []
+    append = chat.session.cache.append
+    chat.session.cache.append = lambda ids: fed.append(len(ids)) or append(ids)
+    chat.ask("hello there", max_new_tokens=6, ignore_eos=True)
+    first_prompt = len(chat.last.prompt_token_ids)
+    fed.clear()
+    second = chat.ask("and then?", max_new_tokens=6, ignore_eos=True)
+    # the first turn's prompt is not fed again: only the reply (as re-tokenized) and the new turn
+    assert fed[0] <= len(second.prompt_token_ids) - first_prompt
+    fresh = load(tmp / kind).generate(second.prompt_token_ids, max_new_tokens=6, ignore_eos=True)
+    assert second.token_ids == fresh.token_ids
+    assert [m["role"] for m in chat.messages] == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_a_full_static_context_errors_or_trims_the_oldest_turn(folders):
+    _, tmp = folders
+    engine = load(tmp / "static")
+    chat = engine.chat(system="be brief")
+    chat.ask("hello there", max_new_tokens=6, ignore_eos=True)
+    with pytest.raises(EngineError, match=f"this model holds {CAPACITY}: start a new chat"):
+        chat.ask("and then?", max_new_tokens=6, ignore_eos=True)
+    assert len(chat.messages) == 3  # the refused turn left the conversation as it was
+    chat.overflow = "trim"
+    reply = chat.ask("and then?", max_new_tokens=6, ignore_eos=True)
+    assert [m["content"] for m in chat.messages[:2]] == ["be brief", "and then?"]
+    expected = engine.tokenizer.apply_chat_template(chat.messages[:2])
+    assert reply.prompt_token_ids == engine.tokenizer.encode(expected)
+
+
+def test_a_new_prompt_after_a_diverging_one_truncates_the_cache(folders):
+    _, tmp = folders
+    for kind in ("openvino", "ort", "portable"):
+        session = load(tmp / kind).session()
+        session.generate(PROMPT + [1, 2, 3], max_new_tokens=4, ignore_eos=True)
+        again = session.generate(PROMPT + [4, 5], max_new_tokens=8, ignore_eos=True)
+        assert (
+            again.token_ids == load(tmp / kind).generate(PROMPT + [4, 5], max_new_tokens=8, ignore_eos=True).token_ids
+        )
+
+
+def test_the_ort_kv_buffer_grows_and_keeps_what_it_holds(folders):
+    from qwen_edge.runtime.onnx_backend import SharedBufferCache
+
+    model, tmp = folders
+    engine = load(tmp / "ort")
+    engine.model.new_cache = lambda: SharedBufferCache(engine.model, initial=4)
+    assert engine.generate(PROMPT, max_new_tokens=20, ignore_eos=True).token_ids == torch_greedy(model, PROMPT, 20)
+
+
+def test_static_prompt_over_capacity_fails_before_any_compute(folders):
+    _, tmp = folders
+    session = load(tmp / "static").session()
+    calls = []
+    session.cache.append = lambda ids: calls.append(ids)
+    with pytest.raises(EngineError, match=f"holds {CAPACITY}: shorten it"):
+        session.generate(list(range(CAPACITY + 1)), max_new_tokens=4)
+    assert calls == []
+    near = load(tmp / "static").generate(list(range(1, CAPACITY - 2)), max_new_tokens=10, ignore_eos=True)
+    assert near.stopped_by == "context" and len(near.token_ids) == 4  # generation stops at the last slot
+
+
+def test_seeded_sampling_is_reproducible(folders):
+    _, tmp = folders
+    engine = load(tmp / "ort")
+    options = dict(max_new_tokens=16, temperature=1.0, top_p=0.95, seed=7, ignore_eos=True)
+    a, b = engine.generate(PROMPT, **options), engine.generate(PROMPT, **options)
+    c = engine.generate(PROMPT, **{**options, "seed": 8})
+    assert a.token_ids == b.token_ids and a.token_ids != c.token_ids
+
+
+def test_cancel_from_another_thread_stops_the_stream(folders):
+    _, tmp = folders
+    session = load(tmp / "ort").session()
+    result_holder = {}
+
+    def run():
+        from qwen_edge.runtime import Result
+
+        result = Result("", [], [])
+        for i, _ in enumerate(session.stream(PROMPT, result=result, max_new_tokens=500, ignore_eos=True)):
+            if i == 3:
+                threading.Thread(target=session.cancel).start()
+                threading.Event().wait(0.2)
+        result_holder["r"] = result
+
+    run()
+    result = result_holder["r"]
+    assert result.stopped_by == "cancelled" and 4 <= len(result.token_ids) < 500
+
+
+def test_sessions_in_threads_are_independent_and_a_shared_session_is_refused(folders):
+    model, tmp = folders
+    engine = load(tmp / "openvino")
+    prompts = [PROMPT, PROMPT[::-1], PROMPT[2:], PROMPT[:4]]
+    want = [torch_greedy(model, p, 12) for p in prompts]
+    got = [None] * len(prompts)
+
+    def work(i):
+        got[i] = engine.session().generate(prompts[i], max_new_tokens=12, ignore_eos=True).token_ids
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+    session = engine.session()
+    stream = session.stream(PROMPT, max_new_tokens=50, ignore_eos=True)
+    next(stream)
+    with pytest.raises(RuntimeError, match="give each thread its own session"):
+        session.generate(PROMPT, max_new_tokens=2)
+
+
+def test_load_refuses_altered_folders_and_wrong_backends(folders, tmp_path):
+    import shutil
+
+    _, tmp = folders
+    copy = tmp_path / "ort"
+    shutil.copytree(tmp / "ort", copy)
+    with pytest.raises(EngineError, match="runs on --backend onnxruntime, not openvino"):
+        Engine.load(copy, backend="openvino")
+    with pytest.raises(EngineError, match="not present on this machine"):
+        Engine.load(tmp / "openvino", device="NPU")
+    with open(copy / "model.onnx.data", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x01\x02")
+    with pytest.raises(EngineError, match="altered since export"):
+        Engine.load(copy)
+    with pytest.raises(EngineError, match="no manifest.json"):
+        Engine.load(tmp_path)
+
+
+def test_stream_pieces_join_into_the_text(folders):
+    _, tmp = folders
+    session = load(tmp / "portable").session()
+    pieces = list(session.stream(PROMPT, max_new_tokens=24, ignore_eos=True))
+    full = load(tmp / "portable").generate(PROMPT, max_new_tokens=24, ignore_eos=True)
+    assert "".join(pieces) == full.text
+    assert all("\ufffd" not in p for p in pieces[:-1])
+    assert np.all([isinstance(p, str) and p for p in pieces])
