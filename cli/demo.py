@@ -24,7 +24,7 @@ def configure_parser(p) -> None:
 def run(model: str = "qwen2.5-coder-0.5b-instruct", prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 48) -> dict:
     from qwen_edge.models import fetch, loaders
     from qwen_edge.models.reference import TorchStep
-    from qwen_edge.runtime.onnx_step import OnnxStep
+    from qwen_edge.runtime.engine import Engine
     from qwen_edge.runtime.tokenizer import Tokenizer
 
     timings = {}
@@ -57,7 +57,7 @@ def run(model: str = "qwen2.5-coder-0.5b-instruct", prompt: str = DEFAULT_PROMPT
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": prompt}]))
     print(f"[chat] user: {prompt}")
     runs = {}
-    for name, step in (("ONNX Runtime", OnnxStep(folder)), ("torch reference", TorchStep(loaded.model))):
+    for name, step in (("ONNX Runtime", Engine.load(folder).step()), ("torch reference", TorchStep(loaded.model))):
         print(f"[chat] assistant ({name}): ", end="", flush=True)
         runs[name] = _stream(tok, step, ids, max_new_tokens)
     _table(timings, runs)

@@ -61,12 +61,18 @@ def compare(candidate: list[list[int]], reference: list[list[int]]) -> dict:
 
 
 def _step(folder: str | Path):
-    if read(folder).get("format") == "onnx":
-        from qwen_edge.runtime.onnx_step import OnnxStep
-
-        return OnnxStep(folder)
-    from qwen_edge.runtime.openvino_step import OpenVINOStep
+    """The runtime's backend on `folder`; an OpenVINO folder without a manifest (optimum-cli's)
+    is read as a stateful IR."""
+    from qwen_edge.runtime.engine import CacheStep
 
     from .evaluate import EXACT
 
-    return OpenVINOStep(folder, config=EXACT)
+    folder = Path(folder)
+    if (folder / "manifest.json").exists() and read(folder).get("format") == "onnx":
+        from qwen_edge.runtime.onnx_backend import OnnxModel
+
+        return CacheStep(OnnxModel(folder, read(folder), "CPU", None, {}).new_cache())
+    from qwen_edge.runtime.openvino_backend import OpenVINOModel
+
+    manifest = read(folder) if (folder / "manifest.json").exists() else {"format": "openvino", "graph": "stateful"}
+    return CacheStep(OpenVINOModel(folder, manifest, "CPU", None, EXACT, None).new_cache())

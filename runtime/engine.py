@@ -93,7 +93,7 @@ class Engine:
             model = Model(folder, manifest, device, threads, config or {}, cache_dir)
         except (RuntimeError, OSError) as e:
             raise EngineError(f"{folder}: cannot load on {wanted} {device}: {str(e).strip().splitlines()[0]}") from None
-        tokenizer = Tokenizer(folder)
+        tokenizer = Tokenizer(folder) if (folder / "tokenizer.json").exists() else None  # ids-only folders
         load_s = time.perf_counter() - start
         log.info("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
         return cls(folder, manifest, model, tokenizer, wanted, load_s)
@@ -105,6 +105,10 @@ class Engine:
 
     def session(self) -> Session:
         return Session(self)
+
+    def step(self) -> CacheStep:
+        """A bare prefill / decode interface over a new cache (for loops of your own)."""
+        return CacheStep(self.model.new_cache())
 
     def generate(self, prompt: str | Sequence[int], **options) -> Result:
         return self.session().generate(prompt, **options)
@@ -137,7 +141,10 @@ class Session:
         if unknown:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         sampling = Sampling(**options)
-        ids = self.engine.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        tokenizer = self.engine.tokenizer
+        if tokenizer is None:
+            raise EngineError(f"{self.engine.folder} has no tokenizer.json: export the model with its tokenizer")
+        ids = tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise EngineError("the prompt is empty: give at least one token")
         result = result if result is not None else Result("", ids, [])
@@ -192,6 +199,20 @@ class Session:
         for _ in self.stream(prompt, stop=stop, result=result, **options):
             pass
         return result
+
+
+class CacheStep:
+    """prefill(ids): a fresh cache holding ids; decode(token): one more. Both return the logits."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def prefill(self, ids):
+        self.cache.truncate(0)
+        return self.cache.append(list(ids))
+
+    def decode(self, token: int):
+        return self.cache.append([token])
 
 
 class _Appender:

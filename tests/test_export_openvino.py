@@ -129,7 +129,7 @@ def test_format_all_writes_both_formats_from_one_load_and_they_agree(tmp_path):
     import openvino_genai
 
     from qwen_edge.cli.export import run
-    from qwen_edge.runtime.onnx_step import OnnxStep
+    from qwen_edge.runtime.engine import Engine
 
     model = random_model("tiny-untied", seed=7, std=0.2)
     gguf = write_gguf(model, tmp_path / "m.gguf")
@@ -139,7 +139,9 @@ def test_format_all_writes_both_formats_from_one_load_and_they_agree(tmp_path):
     expected = torch_greedy(model, 12)
     assert len(set(expected)) > 3
     eos = (model.config.eos_token_id,)
-    onnx_tokens = list(generate(OnnxStep(tmp_path / "out" / "onnx"), PROMPT, Sampling(max_new_tokens=12), eos))
+    onnx_tokens = list(
+        generate(Engine.load(tmp_path / "out" / "onnx").step(), PROMPT, Sampling(max_new_tokens=12), eos)
+    )
     assert onnx_tokens == expected
     pipe = openvino_genai.LLMPipeline(str(tmp_path / "out" / "openvino"), "CPU", **F32)
     config = pipe.get_generation_config()

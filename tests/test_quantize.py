@@ -261,8 +261,8 @@ def test_onnx_int4_runs_as_matmulnbits_and_in_onnxruntime_genai(ort_folder, tmp_
     to the fp32 graph, and generate in onnxruntime-genai exactly as our ONNX Runtime step does."""
     import onnx
 
+    from qwen_edge.runtime.engine import Engine
     from qwen_edge.runtime.generate import Sampling, generate
-    from qwen_edge.runtime.onnx_step import OnnxStep
 
     from .test_export_onnx import genai_greedy
 
@@ -279,7 +279,7 @@ def test_onnx_int4_runs_as_matmulnbits_and_in_onnxruntime_genai(ort_folder, tmp_
     _assert_dequantizes_to_the_original(ort_folder, tmp_path / "q", nbits[0])
     assert not any(len(n.input) > 5 and n.input[5] for n in nbits)  # NNCF's doubled bias dropped
     prompt = [5, 17, 300, 2, 99, 41, 7, 8]
-    ours = list(generate(OnnxStep(tmp_path / "q"), prompt, Sampling(max_new_tokens=10), eos_ids=()))
+    ours = list(generate(Engine.load(tmp_path / "q").step(), prompt, Sampling(max_new_tokens=10), eos_ids=()))
     assert genai_greedy(tmp_path / "q", prompt, 10) == ours
 
 
