@@ -15,6 +15,8 @@ COMMANDS = {
     "check": "qwen_edge.cli.check",
     "quantize": "qwen_edge.cli.quantize",
     "eval": "qwen_edge.cli.eval",
+    "generate": "qwen_edge.cli.generate",
+    "chat": "qwen_edge.cli.chat",
 }
 
 

@@ -95,7 +95,7 @@ class Engine:
             raise EngineError(f"{folder}: cannot load on {wanted} {device}: {str(e).strip().splitlines()[0]}") from None
         tokenizer = Tokenizer(folder) if (folder / "tokenizer.json").exists() else None  # ids-only folders
         load_s = time.perf_counter() - start
-        log.info("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
+        log.debug("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
         return cls(folder, manifest, model, tokenizer, wanted, load_s)
 
     @property

@@ -12,6 +12,10 @@ from typing import Protocol
 import numpy as np
 
 
+class SamplingError(ValueError):
+    """A sampling setting out of its range."""
+
+
 class Step(Protocol):
     def prefill(self, ids: Sequence[int]) -> np.ndarray: ...
     def decode(self, token: int) -> np.ndarray: ...
@@ -48,7 +52,7 @@ class Sampling:
         )
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise SamplingError(message)
 
 
 @dataclass

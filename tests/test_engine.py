@@ -222,3 +222,56 @@ def test_stream_pieces_join_into_the_text(folders):
     assert "".join(pieces) == full.text
     assert all("\ufffd" not in p for p in pieces[:-1])
     assert np.all([isinstance(p, str) and p for p in pieces])
+
+
+def test_cli_generate_json_and_stream(folders):
+    import json
+
+    from .test_cli import qwen_edge
+
+    model, tmp = folders
+    prompt = "hello world"
+    out = qwen_edge("generate", str(tmp / "ort"), "-p", prompt, "--max-new-tokens", "8", "--ignore-eos", "--json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert set(got) >= {"text", "prompt_token_ids", "token_ids", "stats"}
+    assert set(got["stats"]) == {"prompt_tokens", "new_tokens", "load_s", "ttft_s", "decode_tokens_per_s", "total_s"}
+    assert got["token_ids"] == torch_greedy(model, got["prompt_token_ids"], 8)
+    streamed = qwen_edge("generate", str(tmp / "ort"), "-p", prompt, "--max-new-tokens", "8", "--ignore-eos")
+    assert streamed.returncode == 0 and streamed.stdout == got["text"] + "\n"
+    assert "prompt tokens" in streamed.stderr and "tok/s" in streamed.stderr
+    bad = qwen_edge("generate", str(tmp / "ort"), "-p", prompt, "--top-p", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("qwen-edge generate: error: top_p must be in")
+
+
+def test_cli_chat_over_piped_stdin_answers_each_line(folders):
+    import subprocess
+    import sys
+
+    _, tmp = folders
+    lines = "hi\n/reset\nhow are you\n"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qwen_edge.cli.main",
+            "chat",
+            str(tmp / "openvino"),
+            "--max-new-tokens",
+            "4",
+            "--ignore-eos",
+            "--stats",
+        ],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("prompt tokens") == 2  # two turns answered; /reset is a command
+    engine = Engine.load(tmp / "openvino")
+    chat = engine.chat()
+    first = chat.ask("hi", max_new_tokens=4, ignore_eos=True).text
+    chat.reset()
+    second = chat.ask("how are you", max_new_tokens=4, ignore_eos=True).text
+    assert out.stdout == f"{first}\n{second}\n"

@@ -1,0 +1,40 @@
+"""Options shared by the commands that run a folder (generate, chat): sampling and engine."""
+
+from __future__ import annotations
+
+SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty")
+ENGINE = ("backend", "device", "threads", "cache_dir")
+
+
+def add_sampling_options(p, max_new_tokens: int = 64) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--seed", type=int, help="sampling seed (same seed, same text)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def add_engine_options(p) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
+    p.add_argument("--device", default="CPU", help="CPU (default), GPU, NPU, AUTO (OpenVINO); or an ORT provider")
+    p.add_argument("--threads", type=int, help="inference threads (default: the runtime's choice)")
+    p.add_argument("--cache-dir", help="OpenVINO compiled-model cache (a second load skips compilation)")
+
+
+def sampling_kwargs(options: dict) -> tuple[dict, tuple[str, ...]]:
+    """(Sampling keyword arguments, stop strings); out-of-range values fail here, in one line."""
+    from qwen_edge.runtime.generate import Sampling
+
+    sampling = {k: options[k] for k in SAMPLING}
+    sampling.update(seed=options.get("seed"), ignore_eos=options.get("ignore_eos", False))
+    Sampling(**sampling)
+    return sampling, tuple(options.get("stop") or ())
+
+
+def engine_kwargs(options: dict) -> dict:
+    return {k: options[k] for k in ENGINE if options.get(k) is not None}
