@@ -1,18 +1,21 @@
-"""Compress an exported OpenVINO folder's weights with NNCF (INT8 / INT4), and report what it cost.
+"""Compress an export folder's weights with NNCF (INT8 / INT4), and report what it cost.
 
-Writes OUTPUT atomically: the compressed IR, the input's tokenizer and config files, manifest.json
-with the recipe, and report.json (perplexity, top-1 agreement and KL against the input folder).
+Writes OUTPUT atomically: the compressed IR (or MatMulNBits ONNX graph), the input's tokenizer and
+config files, manifest.json with the recipe, and report.json (perplexity, top-1 agreement, KL and
+generation similarity against the input folder).
 """
 
 from __future__ import annotations
 
 
 def configure_parser(p) -> None:
-    p.add_argument("folder", help="an fp16 / fp32 OpenVINO export folder (qwen-edge export --format openvino)")
+    p.add_argument("folder", help="an fp16 / fp32 OpenVINO export folder, or an ONNX ort folder (INT4 only)")
     p.add_argument("-o", "--output", required=True, help="folder to create")
-    p.add_argument("--weights", default="int4", help="recipe preset: int4 (default), int8, int4-mobile")
+    p.add_argument("--weights", default="int4", help="recipe preset: int4 (default), int8, int4-mobile, int4-npu")
     p.add_argument("--ratio", type=float, help="share of the layers at 4 bit (the rest at INT8)")
-    p.add_argument("--group-size", type=int, help="INT4 group size (128 default; -1 channel-wise)")
+    p.add_argument(
+        "--group-size", type=int, help="INT4 group size (the preset's or the model size's default; -1 channel-wise)"
+    )
     p.add_argument(
         "--calibration",
         dest="calibration_text",
