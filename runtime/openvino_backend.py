@@ -1,6 +1,7 @@
 """OpenVINO behind the engine: one compiled model per Engine, one infer request (and KV cache)
 per session.
 
+- dynamic stateless IR (`--stateless`): past / present tensors passed back each call;
 - dynamic stateful IR (the CPU / iGPU export): the cache is the request's state; the logits
   MatMul is cut to the last position at load (as openvino.genai does), so a prompt's prefill
   does not multiply every token by the vocabulary;
@@ -59,14 +60,21 @@ class OpenVINOModel:
         else:
             model = self.core.read_model(str(folder / "openvino_model.xml"))
             self.inputs = {p.get_any_name() for p in model.inputs}
-            if "beam_idx" not in self.inputs:
-                raise RuntimeError(f"{folder}: the IR is not stateful (no beam_idx input); re-export it")
+            self.past = [p.get_any_name() for p in model.inputs if p.get_any_name().startswith("past_key_values")]
+            if "beam_idx" not in self.inputs and not self.past:
+                raise RuntimeError(f"{folder}: the IR has neither a state (beam_idx) nor past_key_values inputs")
+            if self.past:
+                shape = model.input(self.past[0]).get_partial_shape()
+                self.kv_heads, self.head_dim = shape[1].get_length(), shape[3].get_length()
+                self.kv_dtype = model.input(self.past[0]).get_element_type().to_dtype()
             _logits_of_last_position(model)
             self.compiled = self.core.compile_model(model, device, options)
             self.capacity = manifest.get("config", {}).get("max_position_embeddings")
 
     def new_cache(self):
-        return StaticCache(self) if self.static else StatefulCache(self)
+        if self.static:
+            return StaticCache(self)
+        return StatelessCache(self) if self.past else StatefulCache(self)
 
 
 def _logits_of_last_position(model) -> None:
@@ -130,6 +138,40 @@ class StatefulCache:
             for state in self.request.query_state():
                 kept = np.ascontiguousarray(state.state.data[:, :, :n])
                 state.state = ov.Tensor(kept)
+        self.length = min(self.length, n)
+
+
+class StatelessCache:
+    """The stateless IR (past_key_values in, present out): each call's present is the next past.
+    The outputs are copied out of the request each call (the compatibility path: it costs a copy
+    of the cache per token; the stateful IR keeps the cache inside the request)."""
+
+    def __init__(self, model: OpenVINOModel):
+        self.model, self.length = model, 0
+        self.request = model.compiled.create_infer_request()
+        self.capacity = model.capacity
+        self.truncate(0)
+
+    def append(self, ids: Sequence[int]) -> np.ndarray:
+        end = self.length + len(ids)
+        feed = {
+            "input_ids": np.asarray(ids, np.int64)[None],
+            "attention_mask": np.ones((1, end), np.int64),
+            "position_ids": np.arange(self.length, end, dtype=np.int64)[None],
+            **self.past,
+        }
+        out = self.request.infer({k: v for k, v in feed.items() if k in self.model.inputs})
+        self.past = {name: out[name.replace("past_key_values", "present")] for name in self.model.past}
+        self.length = end
+        return np.array(out["logits"][0, -1], np.float32)
+
+    def truncate(self, n: int) -> None:
+        if n == 0 or self.length == 0:
+            m = self.model
+            empty = np.zeros((1, m.kv_heads, 0, m.head_dim), m.kv_dtype)
+            self.past = {name: empty for name in m.past}
+        else:
+            self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
         self.length = min(self.length, n)
 
 

@@ -29,6 +29,7 @@ def folders(tmp_path_factory):
     model = random_model("tiny-untied", seed=4, std=0.1)
     gguf = str(write_gguf(model, tmp / "m.gguf"))
     export_openvino(gguf, tmp / "openvino", weights="fp32")
+    export_openvino(gguf, tmp / "openvino-stateless", weights="fp32", stateless=True)
     export_openvino(gguf, tmp / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY)
     export_onnx(gguf, tmp / "ort")
     export_onnx(gguf, tmp / "portable", graph="portable")
@@ -44,7 +45,7 @@ def torch_greedy(model, prompt, n):
     return list(generate(TorchStep(model), prompt, Sampling(max_new_tokens=n, ignore_eos=True)))
 
 
-@pytest.mark.parametrize("kind", ["openvino", "ort", "portable", "static"])
+@pytest.mark.parametrize("kind", ["openvino", "openvino-stateless", "ort", "portable", "static"])
 def test_greedy_tokens_equal_torch(folders, kind):
     model, tmp = folders
     engine = load(tmp / kind)
@@ -77,7 +78,7 @@ def test_npu_pair_runs_through_windows_like_the_int4_dynamic_ir(folders, tmp_pat
         assert got.token_ids == want
 
 
-@pytest.mark.parametrize("kind", ["openvino", "ort", "portable"])
+@pytest.mark.parametrize("kind", ["openvino", "openvino-stateless", "ort", "portable"])
 def test_chat_reuses_the_cache_and_equals_a_fresh_run(folders, kind):
     _, tmp = folders
     engine = load(tmp / kind)
@@ -113,7 +114,7 @@ def test_a_full_static_context_errors_or_trims_the_oldest_turn(folders):
 
 def test_a_new_prompt_after_a_diverging_one_truncates_the_cache(folders):
     _, tmp = folders
-    for kind in ("openvino", "ort", "portable"):
+    for kind in ("openvino", "openvino-stateless", "ort", "portable"):
         session = load(tmp / kind).session()
         session.generate(PROMPT + [1, 2, 3], max_new_tokens=4, ignore_eos=True)
         again = session.generate(PROMPT + [4, 5], max_new_tokens=8, ignore_eos=True)

@@ -99,6 +99,11 @@ def test_ort_export_of_the_real_model_generates_in_onnxruntime_genai(real, real_
     expected = list(generate(TorchStep(real.model), prompt, Sampling(max_new_tokens=8)))
     got = genai_greedy(tmp_path / "ort", prompt, 8)
     assert got == expected and "Paris" in tok.decode(got)
+    # our runtime on the same folder (shared KV buffer, last-position logits graph)
+    from qwen_edge.runtime import Engine
+
+    ours = Engine.load(tmp_path / "ort").generate("The capital of France is", max_new_tokens=8)
+    assert ours.token_ids == expected and "Paris" in ours.text
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +127,24 @@ def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_ir):
     config.apply_chat_template = False  # a raw continuation, like the reference (chat is tested by the demo)
     text = pipe.generate(prompt, config)  # LLMPipeline's own OpenVINO tokenizer and detokenizer
     assert text == expected and "Paris" in text
+
+
+def test_our_runtime_answers_on_the_real_ir_raw_and_in_chat(real, real_ir):
+    from qwen_edge.runtime import Engine
+
+    engine = Engine.load(real_ir, config={"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"})
+    tok = Tokenizer(real.tokenizer_dir)
+    prompt = "The capital of France is"
+    expected = list(generate(TorchStep(real.model), tok.encode(prompt), Sampling(max_new_tokens=8)))
+    result = engine.generate(prompt, max_new_tokens=8)
+    assert result.token_ids == expected and "Paris" in result.text
+    chat = engine.chat()
+    first = chat.ask("What is the capital of France? One word.", max_new_tokens=16)
+    assert "Paris" in first.text and first.stopped_by == "eos"
+    second = chat.ask("And of Italy?", max_new_tokens=16)
+    assert "Rome" in second.text
+    fresh = engine.generate(second.prompt_token_ids, max_new_tokens=16)
+    assert fresh.token_ids == second.token_ids  # the reused cache gives what a fresh run gives
 
 
 def test_openvino_ir_of_the_real_model_matches_torch_through_prefill_and_decode(real, real_ir):

@@ -17,8 +17,25 @@ def stream(tok, ids, stop=()):
     return [p for p in pieces if p], s
 
 
-def test_fuzzed_multibyte_text_streams_as_whole_characters(shared_tokenizer):
-    tok, rng = Tokenizer(shared_tokenizer), random.Random(0)
+@pytest.fixture(scope="module")
+def byte_tokenizer(tmp_path_factory):
+    """The tiny test GGUF's byte-level BPE (3 merges): every non-ASCII byte is its own token."""
+    from qwen_edge.models.loaders import load
+    from qwen_edge.models.shapes import random_model
+
+    from .gguf_writer import write_gguf
+
+    tmp = tmp_path_factory.mktemp("tok")
+    import os
+
+    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
+    return load(str(write_gguf(random_model("tiny"), tmp / "m.gguf"))).tokenizer_dir
+
+
+@pytest.mark.parametrize("which", ["byte-level", "qwen2.5"])
+def test_fuzzed_multibyte_text_streams_as_whole_characters(which, byte_tokenizer, request):
+    folder = byte_tokenizer if which == "byte-level" else request.getfixturevalue("shared_tokenizer")
+    tok, rng = Tokenizer(folder), random.Random(0)
     split = 0
     for _ in range(300):
         text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 30)))
