@@ -68,15 +68,17 @@ class Engine:
         threads: int | None = None,
         config: dict | None = None,
         cache_dir: str | Path | None = None,
-        verify: bool = True,
+        verify: bool | str = True,
     ) -> Engine:
         """`config`: OpenVINO compile properties, or ONNX Runtime session config entries.
-        `cache_dir`: where OpenVINO keeps compiled blobs (a second load skips compilation)."""
+        `cache_dir`: where OpenVINO keeps compiled blobs (a second load skips compilation).
+        `verify`: True checks every file against the manifest (sha256 once, then size + mtime
+        while unchanged), "full" always hashes, False reads the manifest only."""
         start, folder = time.perf_counter(), Path(folder)
         if backend not in BACKENDS:
             raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         try:
-            manifest = manifest_file.verify(folder) if verify else manifest_file.read(folder)
+            manifest = manifest_file.verify(folder, full=verify == "full") if verify else manifest_file.read(folder)
         except manifest_file.ManifestError as e:
             raise EngineError(str(e)) from None
         fmt = manifest.get("format")

@@ -1,6 +1,7 @@
 """qwen_edge.runtime.Engine on every folder kind the exporter writes: the same greedy tokens as our
 torch model, chat prefix reuse, streaming, cancellation, concurrency, capacity errors."""
 
+import os
 import threading
 
 import numpy as np
@@ -213,6 +214,31 @@ def test_load_refuses_altered_folders_and_wrong_backends(folders, tmp_path):
         Engine.load(copy)
     with pytest.raises(EngineError, match="no manifest.json"):
         Engine.load(tmp_path)
+
+
+def test_a_verified_folder_is_hashed_once_until_a_file_changes(folders, tmp_path, monkeypatch):
+    import shutil
+
+    from qwen_edge.runtime import manifest
+
+    _, tmp = folders
+    copy = tmp_path / "ort"
+    shutil.copytree(tmp / "ort", copy)
+    hashed = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    manifest.verify(copy)
+    assert "model.onnx.data" in hashed
+    hashed.clear()
+    manifest.verify(copy)
+    assert hashed == ["manifest.json"]  # sizes and mtimes only, and the manifest itself
+    manifest.verify(copy, full=True)
+    assert "model.onnx.data" in hashed
+    data = copy / "model.onnx.data"
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1))
+    hashed.clear()
+    manifest.verify(copy)
+    assert "model.onnx.data" in hashed
 
 
 def test_stream_pieces_join_into_the_text(folders):
