@@ -35,10 +35,11 @@ RUNTIMES = {"ours-openvino": "ov", "llm-pipeline": "ov", "ours-ort": "ort", "ort
 
 def child(runtime: str, folder: str, prompt: int, new: int, seed: int) -> dict:
     """One measurement in this process."""
-    import resource
     import time
 
     import numpy as np
+
+    from qwen_edge.runtime.bench import peak_rss_mb
 
     ids = np.random.default_rng(seed).integers(1000, 100_000, prompt).tolist()
     warm = ids[:16]
@@ -117,7 +118,7 @@ def child(runtime: str, folder: str, prompt: int, new: int, seed: int) -> dict:
     else:
         raise SystemExit(f"unknown runtime {runtime}")
     sample["load_s"] = load_s
-    sample["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sample["peak_rss_mb"] = peak_rss_mb()  # VmHWM: this process only
     return sample
 
 

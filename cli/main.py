@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "qwen_edge.cli.eval",
     "generate": "qwen_edge.cli.generate",
     "chat": "qwen_edge.cli.chat",
+    "bench": "qwen_edge.cli.bench",
 }
 
 

@@ -69,11 +69,13 @@ class Engine:
         config: dict | None = None,
         cache_dir: str | Path | None = None,
         verify: bool | str = True,
+        profile: bool = False,
     ) -> Engine:
         """`config`: OpenVINO compile properties, or ONNX Runtime session config entries.
         `cache_dir`: where OpenVINO keeps compiled blobs (a second load skips compilation).
         `verify`: True checks every file against the manifest (sha256 once, then size + mtime
-        while unchanged), "full" always hashes, False reads the manifest only."""
+        while unchanged), "full" always hashes, False reads the manifest only. `profile`: per-operator
+        timing (OpenVINO performance counters, ONNX Runtime profiling), for `qwen-edge bench`."""
         start, folder = time.perf_counter(), Path(folder)
         if backend not in BACKENDS:
             raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -92,7 +94,7 @@ class Engine:
                 from .openvino_backend import OpenVINOModel as Model
             else:
                 from .onnx_backend import OnnxModel as Model
-            model = Model(folder, manifest, device, threads, config or {}, cache_dir)
+            model = Model(folder, manifest, device, threads, config or {}, cache_dir, profile)
         except (RuntimeError, OSError) as e:
             raise EngineError(f"{folder}: cannot load on {wanted} {device}: {str(e).strip().splitlines()[0]}") from None
         tokenizer = Tokenizer(folder) if (folder / "tokenizer.json").exists() else None  # ids-only folders

@@ -34,14 +34,24 @@ PROVIDERS = {
 
 
 class OnnxModel:
-    def __init__(self, folder: Path, manifest: dict, device: str, threads: int | None, config: dict, cache_dir=None):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict,
+        device: str,
+        threads: int | None,
+        config: dict,
+        cache_dir=None,
+        profile=False,
+    ):
         import onnxruntime as ort
 
         provider = PROVIDERS.get(device.upper(), device)
         if provider not in ort.get_available_providers():
             raise RuntimeError(
-                f"ONNX Runtime has no {provider} here (available: {', '.join(ort.get_available_providers())}); "
-                "pass --device CPU or install the onnxruntime build that has it"
+                f"ONNX Runtime's {provider} is not present on this machine (available: "
+                f"{', '.join(ort.get_available_providers())}); pass --device CPU or install an onnxruntime "
+                "build that has it"
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -49,6 +59,11 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+        if profile:
+            options.enable_profiling = True
+            import tempfile
+
+            options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "qwen_edge_ort_profile")
         for key, value in (config or {}).items():
             options.add_session_config_entry(key, str(value))
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])

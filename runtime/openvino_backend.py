@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class OpenVINOModel:
-    def __init__(self, folder: Path, manifest: dict, device: str, threads: int | None, config: dict, cache_dir):
+    def __init__(
+        self, folder: Path, manifest: dict, device: str, threads: int | None, config: dict, cache_dir, profile=False
+    ):
         import openvino as ov
 
         self.core, self.static = ov.Core(), manifest.get("graph") == "static"
@@ -33,6 +35,8 @@ class OpenVINOModel:
             options["INFERENCE_NUM_THREADS"] = int(threads)
         if cache_dir:
             options["CACHE_DIR"] = str(cache_dir)
+        if profile:
+            options["PERF_COUNT"] = True
         options.update(config or {})
         present = {d.split(".")[0] for d in self.core.available_devices}
         if device.split(".")[0] not in present and not device.startswith(("AUTO", "HETERO", "MULTI")):

@@ -1,0 +1,207 @@
+"""Measure latency and memory of export folders: ours, and with --compare the runtimes users would pick.
+
+Load time, TTFT, per-token decode latency (TPOT p50 / p90), decode and prefill tokens/s and the
+peak RSS of the measuring process itself, over a sweep of prompt lengths. Each round runs every
+(folder, runtime) in a fresh process, interleaved; prompts are cut from real text at new offsets
+every round. --bandwidth adds this machine's memory bandwidth and the decode ceiling it implies.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def configure_parser(p) -> None:
+    p.add_argument("folders", nargs="+", help="export folders (ONNX or OpenVINO)")
+    p.add_argument(
+        "--prompt-lengths", default="32,128,512,1024", help="comma-separated (kept within each model's limits)"
+    )
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--runs", type=int, default=3, help="rounds (each a fresh process per folder and runtime)")
+    p.add_argument("--compare", action="store_true", help="also the ecosystem runtimes installed here")
+    p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
+    p.add_argument("--profile", action="store_true", help="top operators by time (ours)")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--text", help="text the prompts are cut from (default: a built-in sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_path", help="write every raw sample here")
+    p.add_argument("--report", help="write a Markdown report with PNG plots into this folder")
+
+
+def run(
+    folders: list[str],
+    prompt_lengths: str = "32,128,512,1024",
+    new_tokens: int = 32,
+    runs: int = 3,
+    compare: bool = False,
+    bandwidth: bool = False,
+    profile: bool = False,
+    device: str = "CPU",
+    text: str | None = None,
+    seed: int = 0,
+    json_path: str | None = None,
+    report: str | None = None,
+) -> dict:
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from qwen_edge.runtime import bench
+    from qwen_edge.runtime.engine import EngineError
+    from qwen_edge.runtime.manifest import ManifestError, read
+
+    lengths = sorted({int(x) for x in prompt_lengths.split(",") if x.strip()})
+    if not lengths or min(lengths) < 1 or new_tokens < 2 or runs < 1:
+        raise EngineError("--prompt-lengths must be positive, --new-tokens at least 2, --runs at least 1")
+    plans = []
+    for folder in folders:
+        try:
+            manifest = read(folder)
+        except ManifestError as e:
+            raise EngineError(str(e)) from None
+        limit = _limit(manifest) - new_tokens
+        fits = [n for n in lengths if n <= limit]
+        if not fits:
+            raise EngineError(
+                f"{folder}: no prompt length fits its {limit + new_tokens} positions with {new_tokens} new"
+            )
+        runtimes = bench.RUNTIMES_FOR[manifest["format"]] if compare else ("ours",)
+        if manifest.get("graph") not in (None, "ort", "stateful"):  # genai runtimes need these layouts
+            runtimes = [r for r in runtimes if r not in ("ort-genai", "llm-pipeline")]
+        plans += [(folder, r, fits) for r in runtimes]
+    outcomes = []
+    steps = tqdm(total=runs * len(plans), desc="bench", unit="case", disable=None)
+    for round_ in range(runs):
+        for folder, runtime, fits in plans:
+            steps.set_postfix_str(f"{Path(folder).name} {runtime}")
+            case = bench.Case(
+                runtime, folder, fits, new_tokens, 1, seed + round_, device, text, profile and round_ == 0
+            )
+            outcomes.append(bench.measure_in_subprocess(case))
+            steps.update()
+    steps.close()
+    result = _collect(plans, outcomes)
+    result["machine"] = _machine()
+    result["args"] = {"prompt_lengths": lengths, "new_tokens": new_tokens, "runs": runs, "device": device}
+    if bandwidth:
+        gbs = bench.memory_bandwidth_gbs()
+        result["bandwidth"] = {"read_gb_s": gbs, "ceilings": {}}
+        for folder in folders:
+            size = bench.weight_bytes(folder)
+            result["bandwidth"]["ceilings"][folder] = {"weight_bytes": size, "decode_tokens_per_s": gbs * 1e9 / size}
+    _print(result)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    if report:
+        from qwen_edge.runtime.bench_report import write_report
+
+        write_report(result, Path(report))
+        print(f"report: {Path(report) / 'report.md'}")
+    return result
+
+
+def _limit(manifest: dict) -> int:
+    if manifest.get("graph") == "static":
+        return manifest["shapes"]["max_context"]
+    return manifest.get("config", {}).get("max_position_embeddings") or 32768
+
+
+def _collect(plans, outcomes) -> dict:
+    import statistics
+
+    from qwen_edge.runtime import bench
+
+    rows = []
+    for folder, runtime, _ in plans:
+        mine = [o for o in outcomes if o.folder == folder and o.runtime == runtime]
+        ok = [o for o in mine if o.status == "ok"]
+        row = {"folder": folder, "runtime": runtime, "status": ok and "ok" or mine[0].status, "note": mine[0].note}
+        if ok:
+            row.update(
+                load_s=statistics.median(o.load_s for o in ok),
+                peak_rss_mb=statistics.median(o.peak_rss_mb for o in ok),
+                stable=all(o.stable for o in ok),
+                by_prompt={str(k): v for k, v in bench.summarize([s for o in ok for s in o.samples]).items()},
+                profile=next((o.profile for o in ok if o.profile), []),
+            )
+        rows.append(row)
+    for row in rows:  # ratios against ours on the same folder, same prompt length
+        ours = next((r for r in rows if r["folder"] == row["folder"] and r["runtime"] == "ours"), None)
+        if row["runtime"] != "ours" and row["status"] == "ok" and ours and ours["status"] == "ok":
+            row["ours_vs_this"] = {
+                k: {
+                    "decode": ours["by_prompt"][k]["decode_tokens_per_s"] / v["decode_tokens_per_s"],
+                    "ttft": ours["by_prompt"][k]["ttft_s"] / v["ttft_s"],
+                }
+                for k, v in row["by_prompt"].items()
+                if k in ours["by_prompt"]
+            }
+    return {"rows": rows, "cases": [o.to_dict() for o in outcomes]}
+
+
+def _machine() -> dict:
+    import os
+    import platform
+    from importlib import metadata
+
+    cpu = ""
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("qwen-edge", "openvino", "onnxruntime", "openvino-genai", "onnxruntime-genai"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "versions": versions}
+
+
+def _print(result: dict) -> None:
+    out = sys.stdout
+    m = result["machine"]
+    print(f"{m['cpu'] or m['platform']}, {m['cores']} cores", file=out)
+    head = f"{'folder':24} {'runtime':14} {'prompt':>6} {'TTFT s':>8} {'TPOT p50/p90 ms':>16} {'decode t/s':>10} "
+    head += f"{'prefill t/s':>11} {'load s':>7} {'RSS MB':>7} stable"
+    print(head, file=out)
+    for row in result["rows"]:
+        name = row["folder"].rstrip("/").split("/")[-1][:24]
+        if row["status"] != "ok":
+            print(f"{name:24} {row['runtime']:14} {row['status']}: {row['note']}", file=out)
+            continue
+        for length, s in row["by_prompt"].items():
+            tpot = f"{1e3 * s['tpot_s_p50']:.1f}/{1e3 * s['tpot_s_p90']:.1f}"
+            print(
+                f"{name:24} {row['runtime']:14} {length:>6} {s['ttft_s']:8.3f} {tpot:>16} "
+                f"{s['decode_tokens_per_s']:10.1f} {s['prefill_tokens_per_s']:11.0f} {row['load_s']:7.2f} "
+                f"{row['peak_rss_mb']:7.0f} {'yes' if row['stable'] else 'NO'}",
+                file=out,
+            )
+        for length, r in row.get("ours_vs_this", {}).items():
+            print(
+                f"{'':24} ours / {row['runtime']:7} {length:>6}  decode {r['decode']:.2f}x  TTFT {r['ttft']:.2f}x",
+                file=out,
+            )
+        for op in row.get("profile", [])[:5]:
+            print(f"{'':24} {'':14} top op {op['op']:28} {100 * op['share']:5.1f}%", file=out)
+    if "bandwidth" in result:
+        b = result["bandwidth"]
+        print(f"memory read bandwidth {b['read_gb_s']:.1f} GB/s", file=out)
+        for folder, c in b["ceilings"].items():
+            best = max(
+                (
+                    s["decode_tokens_per_s"]
+                    for r in result["rows"]
+                    if r["folder"] == folder and r["status"] == "ok"
+                    for s in r["by_prompt"].values()
+                ),
+                default=0.0,
+            )
+            print(
+                f"  {folder}: {c['weight_bytes'] / 1e6:.0f} MB of weights -> ceiling "
+                f"{c['decode_tokens_per_s']:.1f} tok/s; best measured {best:.1f} "
+                f"({100 * best / c['decode_tokens_per_s']:.0f}% of it)",
+                file=out,
+            )

@@ -1,0 +1,357 @@
+"""Latency and memory of export folders, ours and the ecosystem runtimes', measured the same way.
+
+One *case* = one runtime on one folder, measured in a process of its own (`python -m
+qwen_edge.runtime.bench CASE_JSON`), so its peak RSS is its own and nothing it loaded helps the
+next case. In a case: load (timed), one warm-up generation (excluded), then for each prompt length
+`reps` prompts cut from real text at different offsets (no prefix cache can help), each followed
+by `new_tokens` greedy tokens with EOS ignored. Per token the wall clock is stamped; from the
+stamps: TTFT, per-token decode latency (TPOT), decode and prefill tokens/s. The first prompt is
+run once more at the end: its output hash must not change (a benchmark that changes its own
+output is broken: `stable`).
+
+Runtimes: `ours` (qwen_edge.runtime on any folder), `llm-pipeline` (openvino_genai), `optimum-intel`
+(OVModelForCausalLM) on OpenVINO folders, `ort-genai` (onnxruntime_genai) on `ort` folders, and
+`optimum-onnx` (ORTModelForCausalLM) on ONNX folders. A runtime that is not installed, or a device
+that is absent, is reported as such, never as a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RUNTIMES_FOR = {
+    "openvino": ("ours", "llm-pipeline", "optimum-intel"),
+    "onnx": ("ours", "ort-genai", "optimum-onnx"),
+}
+MODULE_OF = {
+    "llm-pipeline": "openvino_genai",
+    "optimum-intel": "optimum.intel",
+    "ort-genai": "onnxruntime_genai",
+    "optimum-onnx": "optimum.onnxruntime",
+}
+
+
+@dataclass
+class Case:
+    runtime: str
+    folder: str
+    prompt_lengths: list[int]
+    new_tokens: int = 32
+    reps: int = 3
+    seed: int = 0
+    device: str = "CPU"
+    text: str | None = None
+    profile: bool = False
+
+
+@dataclass
+class Outcome:
+    runtime: str
+    folder: str
+    status: str = "ok"  # "ok", "absent" (runtime or device missing), "failed"
+    note: str = ""
+    load_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    stable: bool | None = None
+    samples: list[dict] = field(default_factory=list)
+    profile: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- prompts and statistics
+
+
+def prompts(tokens: Sequence[int], length: int, reps: int, seed: int) -> list[list[int]]:
+    """`reps` windows of `length` tokens at different offsets of `tokens` (repeated if short)."""
+    tokens = list(tokens)
+    while len(tokens) < length * (reps + 1):
+        tokens += tokens
+    rng = np.random.default_rng(seed + length)
+    starts = rng.choice(len(tokens) - length, size=reps, replace=False)
+    return [tokens[s : s + length] for s in sorted(int(x) for x in starts)]
+
+
+def from_stamps(start: float, stamps: Sequence[float], prompt_tokens: int) -> dict:
+    """A sample's timings from the clock at prompt-in and at each new token."""
+    ttft = stamps[0] - start
+    tpot = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    decode_s = stamps[-1] - stamps[0]
+    return {
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": len(stamps),
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "decode_tokens_per_s": len(tpot) / decode_s if decode_s > 0 else 0.0,
+        "prefill_tokens_per_s": prompt_tokens / ttft if ttft > 0 else 0.0,
+    }
+
+
+def summarize(samples: list[dict]) -> dict[int, dict]:
+    """Per prompt length: median and p10 / p90 of TTFT and decode tokens/s over the repetitions,
+    TPOT p50 / p90 over every decode step, median prefill tokens/s."""
+    out = {}
+    for length in sorted({s["prompt_tokens"] for s in samples}):
+        group = [s for s in samples if s["prompt_tokens"] == length]
+        ttft = [s["ttft_s"] for s in group]
+        tps = [s["decode_tokens_per_s"] for s in group]
+        tpot = [t for s in group for t in s["tpot_s"]]
+        out[length] = {
+            "runs": len(group),
+            "ttft_s": statistics.median(ttft),
+            "ttft_s_p10": float(np.percentile(ttft, 10)),
+            "ttft_s_p90": float(np.percentile(ttft, 90)),
+            "tpot_s_p50": float(np.percentile(tpot, 50)) if tpot else None,
+            "tpot_s_p90": float(np.percentile(tpot, 90)) if tpot else None,
+            "decode_tokens_per_s": statistics.median(tps),
+            "decode_tokens_per_s_p10": float(np.percentile(tps, 10)),
+            "decode_tokens_per_s_p90": float(np.percentile(tps, 90)),
+            "prefill_tokens_per_s": statistics.median(s["prefill_tokens_per_s"] for s in group),
+        }
+    return out
+
+
+def output_hash(tokens: Sequence[int]) -> str:
+    return hashlib.sha256(np.asarray(tokens, np.int64).tobytes()).hexdigest()[:16]
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident set. On Linux, VmHWM of /proc/self/status: getrusage's
+    ru_maxrss survives fork and exec, so a small process started by a big one would report the
+    parent's peak (measured: a 1 GB parent's child reported 1 GB)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+# ---------------------------------------------------------------- runners: load + run(ids, n)
+# run(ids, n) -> (token ids, clock at prompt-in, clock at each new token)
+
+
+def _ours(case: Case):
+    from .engine import Engine
+    from .generate import Sampling, generate
+
+    engine = Engine.load(case.folder, device=case.device, profile=case.profile)
+    state = {"engine": engine}
+
+    def run(ids, n):
+        step = state["step"] = engine.step()
+        start, stamps, out = time.perf_counter(), [], []
+        for token in generate(step, ids, Sampling(max_new_tokens=n, ignore_eos=True)):
+            stamps.append(time.perf_counter())
+            out.append(token)
+        return out, start, stamps
+
+    return run, engine.tokenizer.encode, state
+
+
+def _llm_pipeline(case: Case):
+    import openvino as ov
+    import openvino_genai
+
+    pipe = openvino_genai.LLMPipeline(case.folder, case.device)
+    tokenizer = pipe.get_tokenizer()
+
+    def encode(text):
+        return [int(t) for t in tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+
+    def run(ids, n):
+        config = openvino_genai.GenerationConfig()
+        config.max_new_tokens, config.ignore_eos, config.do_sample = n, True, False
+        arr = np.array([ids], np.int64)
+        start = time.perf_counter()
+        out = pipe.generate(openvino_genai.TokenizedInputs(ov.Tensor(arr), ov.Tensor(np.ones_like(arr))), config)
+        raw = out.perf_metrics.raw_metrics
+        # LLMPipeline's own per-token durations (µs): the first is the time to the first token
+        durations = [d / 1e6 for d in raw.m_durations]
+        stamps = list(start + np.cumsum(durations))
+        return [int(t) for t in out.tokens[0]], start, stamps
+
+    return run, encode, {}
+
+
+def _ort_genai(case: Case):
+    import onnxruntime_genai as og
+
+    model = og.Model(case.folder)
+    tokenizer = og.Tokenizer(model)
+
+    def run(ids, n):
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
+        generator = og.Generator(model, params)
+        start, stamps, out = time.perf_counter(), [], []
+        generator.append_tokens(ids)
+        while not generator.is_done():
+            generator.generate_next_token()
+            out.append(int(generator.get_next_tokens()[0]))
+            stamps.append(time.perf_counter())
+        return out, start, stamps
+
+    return run, lambda text: [int(t) for t in tokenizer.encode(text)], {}
+
+
+def _optimum(case: Case, onnx: bool):
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.generation.streamers import BaseStreamer
+
+    if onnx:
+        from optimum.onnxruntime import ORTModelForCausalLM as Model
+    else:
+        from optimum.intel import OVModelForCausalLM as Model
+    model = Model.from_pretrained(case.folder, **({} if onnx else {"device": case.device}))
+    tokenizer = AutoTokenizer.from_pretrained(case.folder)
+
+    class Stamps(BaseStreamer):
+        def __init__(self):
+            self.stamps, self.first = [], True
+
+        def put(self, value):
+            if self.first:  # the prompt itself is put first
+                self.first = False
+                return
+            self.stamps.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    def run(ids, n):
+        streamer = Stamps()
+        start = time.perf_counter()
+        out = model.generate(
+            torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer
+        )
+        return out[0, len(ids) :].tolist(), start, streamer.stamps
+
+    return run, lambda text: tokenizer.encode(text, add_special_tokens=False), {}
+
+
+RUNNERS: dict[str, Callable] = {
+    "ours": _ours,
+    "llm-pipeline": _llm_pipeline,
+    "ort-genai": _ort_genai,
+    "optimum-intel": lambda case: _optimum(case, onnx=False),
+    "optimum-onnx": lambda case: _optimum(case, onnx=True),
+}
+
+
+# ---------------------------------------------------------------- one case, in this process
+
+
+def measure(case: Case, runner=None, clock=time.perf_counter) -> Outcome:
+    """Run `case` here. `runner` (tests) replaces the registered one: case -> (run, encode, state)."""
+    outcome = Outcome(case.runtime, case.folder)
+    start = clock()
+    try:
+        run, encode, state = (runner or RUNNERS[case.runtime])(case)
+    except ImportError as e:
+        return Outcome(case.runtime, case.folder, "absent", f"not installed ({e.name or e})")
+    except Exception as e:  # noqa: BLE001 - a runtime that cannot load this folder is a result, not a crash
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        status = "absent" if "not present on this machine" in text else "failed"
+        return Outcome(case.runtime, case.folder, status, text[:300])
+    outcome.load_s = clock() - start
+    tokens = encode(_text(case.text))
+    run(tokens[:16], 4)  # warm-up, excluded
+    first = None
+    for length in case.prompt_lengths:
+        for rep, ids in enumerate(prompts(tokens, length, case.reps, case.seed)):
+            out, t0, stamps = run(ids, case.new_tokens)
+            sample = from_stamps(t0, stamps, length) | {"rep": rep, "output_sha": output_hash(out)}
+            outcome.samples.append(sample)
+            first = first or (ids, sample["output_sha"])
+    if first is not None:
+        again, _, _ = run(first[0], case.new_tokens)
+        outcome.stable = output_hash(again) == first[1]
+    if case.profile and case.runtime == "ours":
+        outcome.profile = _profile(state)
+    outcome.peak_rss_mb = peak_rss_mb()
+    return outcome
+
+
+def _text(path: str | None) -> str:
+    if path:
+        return Path(path).read_text(encoding="utf-8")
+    from qwen_edge.quantize.calibration import BUILTIN  # real prose and code, written for this project
+
+    return BUILTIN
+
+
+def _profile(state: dict, top: int = 10) -> list[dict]:
+    """Top operator types by time: OpenVINO's counters of the last decode step, or ONNX Runtime's
+    profile of every call in the case."""
+    model, cache = state["engine"].model, state["step"].cache
+    totals: dict[str, float] = {}
+    if hasattr(cache, "request"):
+        for info in cache.request.get_profiling_info():
+            totals[info.node_type] = totals.get(info.node_type, 0.0) + info.real_time.total_seconds()
+    elif hasattr(model, "session"):
+        events = json.loads(Path(model.session.end_profiling()).read_text())
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                op = e.get("args", {}).get("op_name", "?")
+                totals[op] = totals.get(op, 0.0) + e["dur"] / 1e6
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [{"op": op, "seconds": s, "share": s / whole} for op, s in ranked]
+
+
+# ---------------------------------------------------------------- many cases, each in a subprocess
+
+
+def measure_in_subprocess(case: Case, timeout: float = 3600) -> Outcome:
+    out = subprocess.run(
+        [sys.executable, "-m", "qwen_edge.runtime.bench", json.dumps(asdict(case))],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return Outcome(case.runtime, case.folder, "failed", tail[:300])
+    return Outcome(**json.loads(lines[-1]))
+
+
+def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """Read bandwidth of this machine's memory: the median of summing a buffer larger than caches."""
+    a = np.ones(megabytes * (1 << 20) // 8, np.float64)
+    a.sum()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t)
+    return a.nbytes / statistics.median(times) / 1e9
+
+
+def weight_bytes(folder: str | Path) -> int:
+    """Bytes of a folder's weight files (what a decode step reads at most)."""
+    folder = Path(folder)
+    files = [*folder.glob("*.bin"), *folder.glob("*.onnx.data"), *folder.glob("*.onnx_data")]
+    return sum(f.stat().st_size for f in files if "tokenizer" not in f.name)
+
+
+if __name__ == "__main__":
+    result = measure(Case(**json.loads(sys.argv[1])))
+    print(json.dumps(result.to_dict()))

@@ -1,0 +1,165 @@
+"""qwen-edge bench: the statistics on a fake runtime with known timings, the JSON it writes, absent
+runtimes, whose memory is measured, determinism, and the report."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qwen_edge.runtime import bench
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def fake_runner(prefill_s_per_token=0.001, decode_s=(0.010, 0.010, 0.010, 0.050), drift=False):
+    """A runtime whose timings are known: prefill costs L x prefill_s_per_token, decode steps cycle
+    through `decode_s`. With `drift` its output changes from call to call."""
+    clock, calls = FakeClock(), []
+
+    def load(case):
+        def run(ids, n):
+            calls.append(len(ids))
+            start = clock.now
+            clock.now += prefill_s_per_token * len(ids)
+            stamps = [clock.now]
+            for i in range(n - 1):
+                clock.now += decode_s[i % len(decode_s)]
+                stamps.append(clock.now)
+            out = [(t + (len(calls) if drift else 0)) % 50 for t in ids[:n]]
+            return out, start, stamps
+
+        return run, lambda text: [ord(c) for c in text], {}
+
+    return load, calls
+
+
+def test_statistics_from_known_timings():
+    load, calls = fake_runner()
+    case = bench.Case("fake", "folder", [10, 40], new_tokens=5, reps=3, text=None)
+    out = bench.measure(case, runner=load)
+    assert out.status == "ok" and out.stable is True
+    assert calls == [16, 10, 10, 10, 40, 40, 40, 10]  # warm-up, 3 x 10, 3 x 40, the re-run of the first
+    summary = bench.summarize(out.samples)
+    s10, s40 = summary[10], summary[40]
+    assert s10["runs"] == 3 and s10["ttft_s"] == pytest.approx(0.010) and s40["ttft_s"] == pytest.approx(0.040)
+    assert s10["prefill_tokens_per_s"] == pytest.approx(1000.0)
+    # 4 decode steps per run: 10, 10, 10, 50 ms -> p50 10 ms, p90 between 10 and 50 as numpy interpolates
+    assert s10["tpot_s_p50"] == pytest.approx(0.010)
+    assert s10["tpot_s_p90"] == pytest.approx(np.percentile([0.01] * 9 + [0.05] * 3, 90))
+    assert s10["decode_tokens_per_s"] == pytest.approx(4 / 0.080)
+    assert all(len(s["tpot_s"]) == 4 and s["new_tokens"] == 5 for s in out.samples)
+
+
+def test_prompts_vary_per_repetition_and_are_real_text_windows():
+    tokens = list(range(1000))
+    windows = bench.prompts(tokens, 32, 4, seed=0)
+    assert len({tuple(w) for w in windows}) == 4 and all(len(w) == 32 for w in windows)
+    assert all(w == list(range(w[0], w[0] + 32)) for w in windows)  # contiguous windows of the text
+    assert bench.prompts(tokens, 32, 4, seed=1) != windows
+
+
+def test_a_runtime_whose_output_drifts_is_flagged_unstable():
+    load, _ = fake_runner(drift=True)
+    out = bench.measure(bench.Case("fake", "f", [10], new_tokens=4, reps=2), runner=load)
+    assert out.stable is False
+
+
+def test_absent_runtimes_are_reported_not_raised():
+    def missing(case):
+        raise ImportError("no module", name="onnxruntime_genai")
+
+    out = bench.measure(bench.Case("ort-genai", "f", [8]), runner=missing)
+    assert out.status == "absent" and "not installed (onnxruntime_genai)" in out.note
+
+
+@pytest.fixture(scope="module")
+def ort_folder(tmp_path_factory):
+    import os
+
+    from qwen_edge.export.to_onnx import export_onnx
+    from qwen_edge.models.shapes import random_model
+
+    from .gguf_writer import write_gguf
+
+    tmp = tmp_path_factory.mktemp("bench")
+    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
+    gguf = write_gguf(random_model("tiny-untied", seed=4, std=0.1), tmp / "m.gguf")
+    export_onnx(str(gguf), tmp / "ort")
+    return tmp / "ort"
+
+
+def test_cli_json_schema_compare_and_report(ort_folder, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qwen_edge.cli.main",
+            "bench",
+            str(ort_folder),
+            "--prompt-lengths",
+            "8,16",
+            "--new-tokens",
+            "4",
+            "--runs",
+            "2",
+            "--compare",
+            "--bandwidth",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert set(result) >= {"rows", "cases", "machine", "args", "bandwidth"}
+    rows = {r["runtime"]: r for r in result["rows"]}
+    assert set(rows) == {"ours", "ort-genai", "optimum-onnx"}
+    ours = rows["ours"]
+    assert ours["status"] == "ok" and ours["stable"] is True and set(ours["by_prompt"]) == {"8", "16"}
+    assert set(ours["by_prompt"]["8"]) >= {
+        "ttft_s",
+        "tpot_s_p50",
+        "tpot_s_p90",
+        "decode_tokens_per_s",
+        "prefill_tokens_per_s",
+        "runs",
+    }
+    assert ours["by_prompt"]["8"]["runs"] == 2 and ours["load_s"] > 0 and ours["peak_rss_mb"] > 0
+    assert rows["ort-genai"]["status"] == "ok" and set(rows["ort-genai"]["ours_vs_this"]["8"]) == {"decode", "ttft"}
+    # optimum-onnx cannot be installed beside this stack: skipped with a note, not a failure
+    assert rows["optimum-onnx"]["status"] == "absent" and "not installed" in rows["optimum-onnx"]["note"]
+    assert len(result["cases"]) == 2 * 3 and all(len(c["samples"]) == 2 for c in result["cases"] if c["status"] == "ok")
+    ceiling = result["bandwidth"]["ceilings"][str(ort_folder)]
+    assert result["bandwidth"]["read_gb_s"] > 0.1 and ceiling["weight_bytes"] > 0
+    for name in ("ttft_vs_prompt.png", "decode_tokens_per_s.png", "peak_rss.png"):
+        png = (tmp_path / "report" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "![ttft_vs_prompt.png]" in (tmp_path / "report" / "report.md").read_text()
+    assert "ours / ort-genai" in out.stdout
+
+
+def test_peak_rss_is_the_measuring_process_own(ort_folder):
+    """The parent holds 600 MB; the case's process reports its own peak, far below that."""
+    ballast = np.ones(600 * (1 << 20) // 8)
+    ballast[::4096] = 2.0  # touch every page
+    parent = bench.peak_rss_mb()
+    out = bench.measure_in_subprocess(bench.Case("ours", str(ort_folder), [8], new_tokens=3, reps=1))
+    assert out.status == "ok" and 0 < out.peak_rss_mb < parent - 400
+    del ballast
+
+
+def test_an_absent_device_is_reported(ort_folder):
+    out = bench.measure(bench.Case("ours", str(ort_folder), [8], device="QNN"))
+    assert out.status == "absent" and "QNN" in out.note
