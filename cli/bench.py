@@ -16,7 +16,7 @@ def configure_parser(p) -> None:
     p.add_argument(
         "--prompt-lengths", default="32,128,512,1024", help="comma-separated (kept within each model's limits)"
     )
-    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", default="32", help="generation length, or a comma-separated sweep")
     p.add_argument("--runs", type=int, default=3, help="rounds (each a fresh process per folder and runtime)")
     p.add_argument("--compare", action="store_true", help="also the ecosystem runtimes installed here")
     p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
@@ -31,7 +31,7 @@ def configure_parser(p) -> None:
 def run(
     folders: list[str],
     prompt_lengths: str = "32,128,512,1024",
-    new_tokens: int = 32,
+    new_tokens: str | int = "32",
     runs: int = 3,
     compare: bool = False,
     bandwidth: bool = False,
@@ -51,9 +51,14 @@ def run(
     from qwen_edge.runtime.engine import EngineError
     from qwen_edge.runtime.manifest import ManifestError, read
 
-    lengths = sorted({int(x) for x in prompt_lengths.split(",") if x.strip()})
-    if not lengths or min(lengths) < 1 or new_tokens < 2 or runs < 1:
+    try:
+        lengths = sorted({int(x) for x in str(prompt_lengths).split(",") if x.strip()})
+        news = sorted({int(x) for x in str(new_tokens).split(",") if x.strip()})
+    except ValueError:
+        raise EngineError("--prompt-lengths and --new-tokens take comma-separated integers (32,128)") from None
+    if not lengths or not news or min(lengths) < 1 or min(news) < 2 or runs < 1:
         raise EngineError("--prompt-lengths must be positive, --new-tokens at least 2, --runs at least 1")
+    new_tokens = max(news)
     plans = []
     for folder in folders:
         try:
@@ -75,15 +80,13 @@ def run(
     for round_ in range(runs):
         for folder, runtime, fits in plans:
             steps.set_postfix_str(f"{Path(folder).name} {runtime}")
-            case = bench.Case(
-                runtime, folder, fits, new_tokens, 1, seed + round_, device, text, profile and round_ == 0
-            )
+            case = bench.Case(runtime, folder, fits, news, 1, seed + round_, device, text, profile and round_ == 0)
             outcomes.append(bench.measure_in_subprocess(case))
             steps.update()
     steps.close()
     result = _collect(plans, outcomes)
     result["machine"] = _machine()
-    result["args"] = {"prompt_lengths": lengths, "new_tokens": new_tokens, "runs": runs, "device": device}
+    result["args"] = {"prompt_lengths": lengths, "new_tokens": news, "runs": runs, "device": device}
     if bandwidth:
         gbs = bench.memory_bandwidth_gbs()
         result["bandwidth"] = {"read_gb_s": gbs, "ceilings": {}}
@@ -167,7 +170,7 @@ def _print(result: dict) -> None:
     head += f"{'prefill t/s':>11} {'load s':>7} {'RSS MB':>7} stable"
     print(head, file=out)
     for row in result["rows"]:
-        name = row["folder"].rstrip("/").split("/")[-1][:24]
+        name = "/".join(row["folder"].rstrip("/").split("/")[-2:])[-24:]
         if row["status"] != "ok":
             print(f"{name:24} {row['runtime']:14} {row['status']}: {row['note']}", file=out)
             continue

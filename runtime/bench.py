@@ -47,7 +47,7 @@ class Case:
     runtime: str
     folder: str
     prompt_lengths: list[int]
-    new_tokens: int = 32
+    new_tokens: int | list[int] = 32  # one generation length, or a sweep
     reps: int = 3
     seed: int = 0
     device: str = "CPU"
@@ -99,12 +99,15 @@ def from_stamps(start: float, stamps: Sequence[float], prompt_tokens: int) -> di
     }
 
 
-def summarize(samples: list[dict]) -> dict[int, dict]:
-    """Per prompt length: median and p10 / p90 of TTFT and decode tokens/s over the repetitions,
-    TPOT p50 / p90 over every decode step, median prefill tokens/s."""
+def summarize(samples: list[dict]) -> dict[int | str, dict]:
+    """Per prompt length (per "prompt+new" when several generation lengths were run): median and
+    p10 / p90 of TTFT and decode tokens/s over the repetitions, TPOT p50 / p90 over every decode
+    step, median prefill tokens/s."""
     out = {}
-    for length in sorted({s["prompt_tokens"] for s in samples}):
-        group = [s for s in samples if s["prompt_tokens"] == length]
+    sweep = len({s["new_tokens"] for s in samples}) > 1
+    for key in sorted({(s["prompt_tokens"], s["new_tokens"]) for s in samples}):
+        group = [s for s in samples if (s["prompt_tokens"], s["new_tokens"]) == key]
+        length = f"{key[0]}+{key[1]}" if sweep else key[0]
         ttft = [s["ttft_s"] for s in group]
         tps = [s["decode_tokens_per_s"] for s in group]
         tpot = [t for s in group for t in s["tpot_s"]]
@@ -274,15 +277,17 @@ def measure(case: Case, runner=None, clock=time.perf_counter) -> Outcome:
     tokens = encode(_text(case.text))
     run(tokens[:16], 4)  # warm-up, excluded
     first = None
-    for length in case.prompt_lengths:
-        for rep, ids in enumerate(prompts(tokens, length, case.reps, case.seed)):
-            out, t0, stamps = run(ids, case.new_tokens)
-            sample = from_stamps(t0, stamps, length) | {"rep": rep, "output_sha": output_hash(out)}
-            outcome.samples.append(sample)
-            first = first or (ids, sample["output_sha"])
+    news = case.new_tokens if isinstance(case.new_tokens, list) else [case.new_tokens]
+    for new in news:
+        for length in case.prompt_lengths:
+            for rep, ids in enumerate(prompts(tokens, length, case.reps, case.seed)):
+                out, t0, stamps = run(ids, new)
+                sample = from_stamps(t0, stamps, length) | {"rep": rep, "output_sha": output_hash(out)}
+                outcome.samples.append(sample)
+                first = first or (ids, new, sample["output_sha"])
     if first is not None:
-        again, _, _ = run(first[0], case.new_tokens)
-        outcome.stable = output_hash(again) == first[1]
+        again, _, _ = run(first[0], first[1])
+        outcome.stable = output_hash(again) == first[2]
     if case.profile and case.runtime == "ours":
         outcome.profile = _profile(state)
     outcome.peak_rss_mb = peak_rss_mb()

@@ -17,13 +17,19 @@ def write_report(result: dict, out: Path) -> list[Path]:
         raise RuntimeError("the report needs matplotlib: pip install 'qwen-edge[bench]'") from None
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in result["rows"] if r["status"] == "ok"]
-    label = {id(r): f"{Path(r['folder']).name} · {r['runtime']}" for r in rows}
+    label = {id(r): f"{_name(r['folder'])} · {r['runtime']}" for r in rows}
     written = []
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        lengths = sorted(int(k) for k in r["by_prompt"])
-        ax.plot(lengths, [r["by_prompt"][str(n)]["ttft_s"] for n in lengths], marker="o", label=label[id(r)])
+    for r in rows:  # keys are "P", or "P+N" for a sweep of generation lengths: one line per N
+        by_new: dict[str, list] = {}
+        for key, s in r["by_prompt"].items():
+            prompt, _, new = str(key).partition("+")
+            by_new.setdefault(new, []).append((int(prompt), s["ttft_s"]))
+        for new, points in by_new.items():
+            points.sort()
+            name = label[id(r)] + (f" · {new} new" if new else "")
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
     ax.set(xlabel="prompt tokens", ylabel="time to first token (s)", title="TTFT vs prompt length")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -45,6 +51,11 @@ def write_report(result: dict, out: Path) -> list[Path]:
 
     (out / "report.md").write_text(_markdown(result, [p.name for p in written]))
     return [*written, out / "report.md"]
+
+
+def _name(folder: str) -> str:
+    """The folder's last two path parts: enough to tell shapes apart (Qwen2-0.5B/ov-int4)."""
+    return "/".join(Path(folder).parts[-2:])
 
 
 def _save(fig, path: Path, plt) -> Path:
@@ -76,7 +87,7 @@ def _markdown(result: dict, images: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        name = Path(r["folder"]).name
+        name = _name(r["folder"])
         if r["status"] != "ok":
             lines.append(f"| {name} | {r['runtime']} | {r['status']}: {r['note']} | | | | | | | |")
             continue
@@ -92,7 +103,7 @@ def _markdown(result: dict, images: list[str]) -> str:
         lines += ["", f"Memory read bandwidth: {b['read_gb_s']:.1f} GB/s."]
         for folder, c in b["ceilings"].items():
             lines.append(
-                f"- {Path(folder).name}: {c['weight_bytes'] / 1e6:.0f} MB of weights read per token at most "
+                f"- {_name(folder)}: {c['weight_bytes'] / 1e6:.0f} MB of weights read per token at most "
                 f"-> decode ceiling {c['decode_tokens_per_s']:.1f} tokens/s"
             )
     lines += ["", *[f"![{img}]({img})" for img in images], ""]

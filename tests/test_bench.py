@@ -163,3 +163,11 @@ def test_peak_rss_is_the_measuring_process_own(ort_folder):
 def test_an_absent_device_is_reported(ort_folder):
     out = bench.measure(bench.Case("ours", str(ort_folder), [8], device="QNN"))
     assert out.status == "absent" and "QNN" in out.note
+
+
+def test_a_sweep_of_generation_lengths_is_summarized_per_pair():
+    load, _ = fake_runner()
+    out = bench.measure(bench.Case("fake", "f", [10, 20], new_tokens=[3, 5], reps=2), runner=load)
+    summary = bench.summarize(out.samples)
+    assert set(summary) == {"10+3", "10+5", "20+3", "20+5"}
+    assert summary["20+5"]["runs"] == 2 and summary["10+3"]["tpot_s_p50"] == pytest.approx(0.010)
