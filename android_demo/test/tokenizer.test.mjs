@@ -1,0 +1,29 @@
+// The JS tokenizer against the Python tokenizer's ids. The pytest wrapper (tests/test_android_demo.py)
+// writes the cases: QWEN_EDGE_TOKENIZER_CASES={"tokenizer": path to tokenizer.json, "cases": [[text, ids]]}.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { Tokenizer } from "../src/tokenizer.js";
+
+const spec = process.env.QWEN_EDGE_TOKENIZER_CASES;
+
+test("encodes like the Python tokenizer and decodes back", { skip: !spec && "no cases given" }, () => {
+  const { tokenizer, cases } = JSON.parse(readFileSync(spec, "utf8"));
+  const tok = new Tokenizer(JSON.parse(readFileSync(tokenizer, "utf8")));
+  let checked = 0;
+  for (const [text, ids] of cases) {
+    assert.deepEqual(tok.encode(text), ids, `encode ${JSON.stringify(text.slice(0, 60))}`);
+    assert.equal(tok.decode(ids, { skipSpecial: false }), text.normalize("NFC"));
+    checked++;
+  }
+  assert.ok(checked === cases.length && checked > 0);
+});
+
+test("special tokens are one id each and skipped when decoding", { skip: !spec && "no cases given" }, () => {
+  const { tokenizer } = JSON.parse(readFileSync(spec, "utf8"));
+  const tok = new Tokenizer(JSON.parse(readFileSync(tokenizer, "utf8")));
+  const ids = tok.encode("<|im_start|>user\nhi<|im_end|>");
+  assert.equal(ids[0], tok.vocab.get("<|im_start|>") ?? tok.addedByContent.get("<|im_start|>"));
+  assert.equal(tok.decode(ids), "user\nhi");
+});
