@@ -53,7 +53,7 @@ def run(**kwargs) -> None:
 
     manifest = quantize(**kwargs)
     total = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"{kwargs['output']}: openvino {manifest['precision']}, {total / 1e6:.1f} MB")
+    print(f"{kwargs['output']}: {manifest['format']} {manifest['precision']}, {total / 1e6:.1f} MB")
     for i, t in enumerate(manifest.get("budget", {}).get("tries", []), 1):
         scores = t["scores"]
         print(

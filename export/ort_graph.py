@@ -40,6 +40,7 @@ from .external_data import ExternalData
 from .onnx_graph import kv_names
 
 OPSET = 20  # below 21, NNCF compresses MatMul weights to ONNX Runtime's MatMulNBits
+IR_VERSION = 10  # onnx 1.23 writes 14; onnxruntime-web 1.30 (the mobile demo's) reads up to 13
 MS = "com.microsoft"
 
 
@@ -178,6 +179,7 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
     proto = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)], producer_name="qwen-edge"
     )
+    proto.ir_version = IR_VERSION
     onnx.save(proto, path)
     shape = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
     return {

@@ -84,6 +84,9 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
         repacked,
         doubled,
     )
+    from qwen_edge.export.ort_graph import IR_VERSION
+
+    compressed.ir_version = min(compressed.ir_version, IR_VERSION)
     onnx.save_model(
         compressed,
         str(out_path),
