@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The stamp changes whenever the pins or the package metadata change, so install re-runs then.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt android_demo/package-lock.json | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 # pip.conf here lists local index folders that lack most packages: hide that noise, keep errors.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
@@ -15,7 +15,7 @@ QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || 
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt android_demo/package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip $(QUIET)
 	@# torch first, alone and pinned: the local CPU wheel; anything looser pulls CUDA builds.
@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PIP) list --format=freeze | grep -iE '^(nvidia-|torchvision|triton)' \
 		&& { echo "install: CUDA / torchvision packages crept in (see above); fix constraints.txt"; exit 1; } || true
 	@$(PY) -c "import torch; assert '+cpu' in torch.__version__, torch.__version__"
+	@# The mobile demo's JavaScript packages, exactly as package-lock.json pins them.
+	@if command -v npm >/dev/null; then cd android_demo && npm ci --no-audit --no-fund --loglevel=error; \
+		else echo "install: npm not found: the android_demo tests will skip"; fi
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "install: ok ($(VENV))"
 

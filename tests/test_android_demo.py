@@ -46,3 +46,40 @@ def test_js_tokenizer_matches_python(shared_tokenizer, wikitext_lines, tmp_path)
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "# pass 2" in out.stdout and "# skipped 0" in out.stdout
+
+
+def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
+    """The JS loop on onnxruntime-web (WASM, under Node) against our Python runtime on the same
+    tiny INT4 `ort` folder: the same greedy tokens. Needs `npm ci` in android_demo (make install)."""
+    import os
+
+    from qwen_edge.export.to_onnx import export_onnx
+    from qwen_edge.models.shapes import random_model
+    from qwen_edge.quantize.quantize import quantize
+    from qwen_edge.runtime import Engine
+
+    from .gguf_writer import write_gguf
+
+    if not (DEMO / "node_modules" / "onnxruntime-web").exists():
+        pytest.fail("android_demo/node_modules is missing: run make install (it runs npm ci there)")
+    os.environ["QWEN_EDGE_CACHE"] = str(tmp_path / "cache")
+    model = random_model("tiny-untied", seed=4, std=0.1)
+    export_onnx(str(write_gguf(model, tmp_path / "m.gguf")), tmp_path / "ort")
+    quantize(tmp_path / "ort", tmp_path / "int4", report=False)
+    prompt = "hello world, 快"
+    expected = Engine.load(tmp_path / "int4").generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
+    spec = tmp_path / "case.json"
+    config = json.loads((tmp_path / "int4" / "config.json").read_text())
+    spec.write_text(
+        json.dumps({"folder": str(tmp_path / "int4"), "prompt": prompt, "expected": expected, "config": config})
+    )
+    out = subprocess.run(
+        [node(), "--test", "test/generate.test.mjs"],
+        cwd=DEMO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "QWEN_EDGE_GENERATE_CASE": str(spec)},
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "# pass 3" in out.stdout and "# skipped 0" in out.stdout

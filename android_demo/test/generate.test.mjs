@@ -1,0 +1,61 @@
+// Sampling rules, UTF-8-safe streaming with stop strings, and (with QWEN_EDGE_GENERATE_CASE from the
+// pytest wrapper) greedy generation on onnxruntime-web equal to the Python runtime's tokens.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { Generator, TextStreamer, sample, seeded } from "../src/generate.js";
+import { Tokenizer } from "../src/tokenizer.js";
+
+test("greedy, min-p, top-k and penalties follow the Python rules", () => {
+  const logits = [Math.log(0.5), Math.log(0.3), Math.log(0.12), Math.log(0.08)];
+  assert.equal(sample(logits, { temperature: 0 }, seeded(1)), 0);
+  const rng = seeded(3);
+  const draws = Array.from({ length: 3000 }, () => sample(logits, { temperature: 1, minP: 0.2 }, rng));
+  assert.deepEqual([...new Set(draws)].sort(), [0, 1, 2]); // 0.08 < 0.2 x 0.5 is dropped
+  const k = Array.from({ length: 500 }, () => sample(logits, { temperature: 1, topK: 2 }, rng));
+  assert.deepEqual([...new Set(k)].sort(), [0, 1]);
+  const p = Array.from({ length: 500 }, () => sample(logits, { temperature: 1, topP: 0.4 }, rng));
+  assert.deepEqual([...new Set(p)], [0]);
+  // repetition penalty 3 on the seen best token: 0.5 -> its logit / 3 ... as Python's penalize
+  const rep = sample([2.0, 1.0], { temperature: 0, repetitionPenalty: 3 }, rng, [0]);
+  assert.equal(rep, 1);
+  const a = Array.from({ length: 20 }, ((r) => () => sample(logits, { temperature: 1 }, r))(seeded(9)));
+  const b = Array.from({ length: 20 }, ((r) => () => sample(logits, { temperature: 1 }, r))(seeded(9)));
+  assert.deepEqual(a, b);
+});
+
+// A byte-level toy tokenizer: token id = byte value, so every multibyte character is split.
+const bytesTok = { bytes: (ids) => Uint8Array.from(ids) };
+
+test("streams whole characters only, and never any part of a stop string", () => {
+  const text = "añb快😀c END tail";
+  const ids = [...new TextEncoder().encode(text)];
+  const s = new TextStreamer(bytesTok, ["END"]);
+  const pieces = ids.map((t) => s.put(t)).concat([s.end()]).filter(Boolean);
+  assert.equal(pieces.join(""), "añb快😀c ");
+  assert.ok(pieces.every((p) => !p.includes("\ufffd")));
+  assert.ok(s.stopped);
+  const plain = new TextStreamer(bytesTok);
+  assert.equal(ids.map((t) => plain.put(t)).join("") + plain.end(), text);
+});
+
+const spec = process.env.QWEN_EDGE_GENERATE_CASE;
+
+test("greedy tokens on onnxruntime-web equal the Python runtime's", { skip: !spec && "no case given" }, async () => {
+  const { folder, prompt, expected, config } = JSON.parse(readFileSync(spec, "utf8"));
+  const ort = await import("onnxruntime-web");
+  ort.env.wasm.numThreads = 1;
+  const model = readFileSync(`${folder}/model_last_logits.onnx`);
+  const data = readFileSync(`${folder}/model.onnx.data`);
+  const session = await ort.InferenceSession.create(model, {
+    executionProviders: ["wasm"],
+    externalData: [{ path: "model.onnx.data", data }],
+  });
+  const tok = new Tokenizer(JSON.parse(readFileSync(`${folder}/tokenizer.json`, "utf8")));
+  const ids = tok.encode(prompt);
+  const gen = new Generator(ort, session, config);
+  const out = [];
+  for await (const t of gen.generate(ids, { maxNewTokens: expected.length, ignoreEos: true })) out.push(t);
+  assert.deepEqual(out, expected);
+});
