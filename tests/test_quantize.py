@@ -322,8 +322,8 @@ def test_int4_defaults_come_from_the_per_size_table():
 
 
 def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folder, tmp_path, monkeypatch):
-    """The MatMulNBits graph (fp32 compute) against the fp32 graph holding the same weights
-    dequantized: equal logits. Catches graph rewiring errors the weight check cannot (NNCF's
+    """The MatMulNBits + GatherBlockQuantized graph (fp32 compute) against the fp32 graph holding
+    the same weights dequantized: equal logits. Catches graph rewiring errors the weight check cannot (NNCF's
     doubled bias: its q/k/v biases added twice)."""
     import shutil
 
@@ -349,6 +349,16 @@ def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folde
         name = node.input[1].removesuffix("_quantized")
         target = next(t for t in reference.graph.initializer if t.name == name)
         target.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(dequantized, np.float32), name))
+    gathers = [n for n in q.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(gathers) == 1  # the embedding table, INT4 too
+    for node in gathers:
+        block = next(a.i for a in node.attribute if a.name == "block_size")
+        packed, scales = weights[node.input[0]], weights[node.input[2]]
+        values = np.stack([packed & 15, packed >> 4], -1).reshape(packed.shape[0], -1).astype(np.float32) - 8
+        dequantized = (values.reshape(len(values), -1, block) * scales[..., None]).reshape(len(values), -1)
+        name = node.input[0].removesuffix("_q4")
+        target = next(t for t in reference.graph.initializer if t.name == name)
+        target.CopyFrom(numpy_helper.from_array(dequantized.astype(np.float32), name))
     fake = tmp_path / "fake"
     fake.mkdir()
     onnx.save_model(reference, str(fake / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
