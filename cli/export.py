@@ -2,7 +2,10 @@
 
 MODEL: an HF folder, a GGUF file, a hub id, the known real model (qwen2.5-coder-0.5b-instruct)
 or a shape name (Qwen2-0.5B, ...: random weights, for measurement). `--format all` loads the model
-once and writes OUTPUT/onnx and OUTPUT/openvino.
+once and writes OUTPUT/onnx and OUTPUT/openvino. `--weights int4|int8|...` exports, then runs
+`qwen-edge quantize` on the result; `--target mobile` is the phone bundle: the `ort` graph with
+symmetric INT4 weights in blocks of 32 (MatMulNBits) and an INT4 embedding table
+(GatherBlockQuantized), which onnxruntime-web, ONNX Runtime Mobile and onnxruntime-genai all run.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ def configure_parser(p) -> None:
         "--weights",
         default="fp16",
         choices=["fp16", "fp32", "int8", "int4", "int4-mobile"],
-        help="OpenVINO IR weights: fp16 / fp32, or a quantize preset (export, then qwen-edge quantize with its "
-        "defaults and report)",
+        help="OpenVINO IR weights: fp16 / fp32; or a quantize preset, OpenVINO or ONNX ort (export, then qwen-edge "
+        "quantize with its defaults and report)",
+    )
+    p.add_argument(
+        "--target", choices=["mobile"], help="mobile: ONNX ort graph, INT4 (int4-mobile) — what the android_demo loads"
     )
     p.add_argument("--stateless", action="store_true", help="OpenVINO: explicit KV inputs / outputs, no state")
     p.add_argument(
@@ -57,6 +63,7 @@ def run(
     stateless: bool = False,
     device_profile: str | None = None,
     overwrite: bool = False,
+    target: str | None = None,
 ) -> list[dict]:
     from pathlib import Path
 
@@ -70,17 +77,21 @@ def run(
 
         return export_onnx(*args, **kwargs)
 
+    if target == "mobile":
+        format, graph, weights, dtype = "onnx", "ort", "int4-mobile", "fp32"
     onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context or 1024, dtype=dtype)
     openvino = dict(weights=weights, stateless=stateless, device_profile=device_profile)
     if device_profile == "npu":
         openvino.update(max_prompt=max_prompt or NPU.max_prompt, max_context=max_context or NPU.max_context)
     onnx["overwrite"] = openvino["overwrite"] = overwrite
     quantized = weights not in ("fp16", "fp32")
-    if quantized and (format != "openvino" or device_profile):
+    if quantized and (format == "all" or device_profile or (format == "onnx" and graph != "ort")):
         raise QuantizeError(
-            f"--weights {weights} quantizes OpenVINO exports only (ONNX quantization is not built yet; "
-            "--device-profile npu always writes INT4): use --format openvino"
+            f"--weights {weights} quantizes one OpenVINO export or one ONNX ort export (--device-profile npu "
+            "always writes INT4): use --format openvino, or --format onnx --graph ort"
         )
+    if quantized and format == "onnx":
+        return [_export_quantized(model, output, weights, {**onnx, "dtype": "fp32"}, export_onnx)]
     if quantized:
         return [_export_quantized(model, output, weights, openvino, export_openvino)]
     if format == "onnx":
@@ -100,8 +111,8 @@ def run(
     return manifests
 
 
-def _export_quantized(model, output, weights, options, export_openvino) -> dict:
-    """fp16 export into a hidden sibling, then quantize it into OUTPUT (atomic as both steps are)."""
+def _export_quantized(model, output, weights, options, export) -> dict:
+    """Unquantized export into a hidden sibling, then quantize it into OUTPUT (atomic as both steps are)."""
     import tempfile
     from pathlib import Path
 
@@ -115,10 +126,12 @@ def _export_quantized(model, output, weights, options, export_openvino) -> dict:
         from qwen_edge.export.bundle import OutputError
 
         raise OutputError(f"{out} already exists: choose another -o or pass --overwrite")
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp16-", dir=out.parent) as tmp:
-        export_openvino(model, Path(tmp) / "fp16", **{**options, "weights": "fp16", "overwrite": False})
-        manifest = quantize(Path(tmp) / "fp16", out, weights=weights, overwrite=options["overwrite"])
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.export-", dir=out.parent) as tmp:
+        fresh = {**options, "overwrite": False} | ({"weights": "fp16"} if "weights" in options else {})
+        export(model, Path(tmp) / "export", **fresh)
+        manifest = quantize(Path(tmp) / "export", out, weights=weights, overwrite=options["overwrite"])
     total = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"{out}: openvino {manifest['graph']} graph, {weights}, {len(manifest['files'])} files, {total / 1e6:.1f} MB")
+    kind = f"{manifest['format']} {manifest['graph']} graph"
+    print(f"{out}: {kind}, {weights}, {len(manifest['files'])} files, {total / 1e6:.1f} MB")
     print_scores(manifest["report"])
     return manifest

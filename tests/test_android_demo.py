@@ -49,13 +49,15 @@ def test_js_tokenizer_matches_python(shared_tokenizer, wikitext_lines, tmp_path)
 
 
 def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
-    """The JS loop on onnxruntime-web (WASM, under Node) against our Python runtime on the same
-    tiny INT4 `ort` folder: the same greedy tokens. Needs `npm ci` in android_demo (make install)."""
+    """`export --target mobile` on a tiny model, then the JS loop on onnxruntime-web (WASM, under
+    Node) against our Python runtime on that bundle: the same greedy tokens. Needs `npm ci` in
+    android_demo (make install runs it)."""
     import os
 
-    from qwen_edge.export.to_onnx import export_onnx
+    import onnx
+
+    from qwen_edge.cli.main import main
     from qwen_edge.models.shapes import random_model
-    from qwen_edge.quantize.quantize import quantize
     from qwen_edge.runtime import Engine
 
     from .gguf_writer import write_gguf
@@ -64,8 +66,19 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
         pytest.fail("android_demo/node_modules is missing: run make install (it runs npm ci there)")
     os.environ["QWEN_EDGE_CACHE"] = str(tmp_path / "cache")
     model = random_model("tiny-untied", seed=4, std=0.1)
-    export_onnx(str(write_gguf(model, tmp_path / "m.gguf")), tmp_path / "ort")
-    quantize(tmp_path / "ort", tmp_path / "int4", report=False)
+    assert (
+        main(
+            ["export", str(write_gguf(model, tmp_path / "m.gguf")), "-o", str(tmp_path / "int4"), "--target", "mobile"]
+        )
+        == 0
+    )
+    manifest = json.loads((tmp_path / "int4" / "manifest.json").read_text())
+    assert (manifest["format"], manifest["graph"], manifest["precision"]) == ("onnx", "ort", "int4-mobile")
+    assert manifest["recipe"]["mode"] == "int4_sym" and manifest["runtime_file"] == "model_last_logits.onnx"
+    ops = {
+        n.op_type for n in onnx.load(tmp_path / "int4" / "model_last_logits.onnx", load_external_data=False).graph.node
+    }
+    assert {"MatMulNBits", "GatherBlockQuantized", "GroupQueryAttention"} <= ops and "MatMul" not in ops
     prompt = "hello world, 快"
     expected = Engine.load(tmp_path / "int4").generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
     spec = tmp_path / "case.json"
