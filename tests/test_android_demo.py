@@ -96,3 +96,94 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "# pass 3" in out.stdout and "# skipped 0" in out.stdout
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "android_demo" / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def mobile_bundle(tmp_path_factory):
+    import os
+
+    from qwen_edge.cli.main import main
+    from qwen_edge.models.shapes import random_model
+
+    from .gguf_writer import write_gguf
+
+    tmp = tmp_path_factory.mktemp("mobile")
+    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
+    gguf = write_gguf(random_model("tiny-untied", seed=4, std=0.1), tmp / "m.gguf")
+    assert main(["export", str(gguf), "-o", str(tmp / "bundle"), "--target", "mobile"]) == 0
+    return tmp / "bundle"
+
+
+def serve(bundle):
+    import threading
+
+    from qwen_edge.cli.serve_demo import make_server
+
+    server = make_server(bundle, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail("/usr/bin/chromium is missing: make install installs Debian's chromium")
+    return path
+
+
+def test_the_app_on_a_phone_viewport_streams_and_stops(mobile_bundle):
+    server, url = serve(mobile_bundle)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "chat-phone.png"
+    try:
+        out = subprocess.run(
+            [node(), "test/e2e.mjs", url, str(shot)],
+            cwd=DEMO, capture_output=True, text=True, timeout=600,
+            env={"PATH": "/usr/bin:/bin", "CHROMIUM": chromium(), "HOME": str(mobile_bundle.parent)},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+    result = json.loads(lines[-1])
+    assert "error" not in result, result
+    assert result["isolated"] is True and "ready" in result["status"]  # COOP / COEP: threads allowed
+    seen = result["token_counts_seen"]
+    assert len([n for n in seen if n > 0]) >= 2, seen  # the answer grew in steps: streamed
+    assert result["state"] == "stopped" and 8 <= result["tokens"] < 256  # the stop button ended it early
+    assert "tokens/s" in result["speed"] and not result["stop_visible"]
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_serve_demo_refuses_what_the_app_cannot_load(tmp_path):
+    from qwen_edge.cli.serve_demo import ServeError, make_server
+
+    with pytest.raises(ServeError, match="no manifest.json"):
+        make_server(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "openvino", "graph": "stateful"}))
+    with pytest.raises(ServeError, match="needs --target mobile"):
+        make_server(tmp_path)
+
+
+def test_a_tampered_bundle_is_refused_in_the_browser(mobile_bundle, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(mobile_bundle, bad)
+    data = bad / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    server, url = serve(bad)
+    try:
+        out = subprocess.run(
+            [node(), "test/e2e.mjs", url, str(tmp_path / "bad.png")],
+            cwd=DEMO, capture_output=True, text=True, timeout=600,
+            env={"PATH": "/usr/bin:/bin", "CHROMIUM": chromium(), "HOME": str(tmp_path)},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    assert "model.onnx.data failed verification" in result.get("error", ""), result
