@@ -8,6 +8,7 @@ PIP := $(PY) -m pip
 # The stamp changes whenever the pins or the package metadata change, so install re-runs then.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt android_demo/package-lock.json | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+CHROMIUM := 150.0.7871.100-1~deb12u1
 # pip.conf here lists local index folders that lack most packages: hide that noise, keep errors.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -29,6 +30,12 @@ $(STAMP): pyproject.toml constraints.txt android_demo/package-lock.json
 	@# The mobile demo's JavaScript packages, exactly as package-lock.json pins them.
 	@if command -v npm >/dev/null; then cd android_demo && npm ci --no-audit --no-fund --loglevel=error; \
 		else echo "install: npm not found: the android_demo tests will skip"; fi
+	@# Debian's Chromium for the demo's browser tests (playwright-core drives it; no browser download).
+	@# Pinned to the tested build; Debian's mirror drops old security builds, so the current one is the fallback.
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { apt-get update -q >/dev/null; apt-get install -y -q chromium=$(CHROMIUM) >/dev/null 2>&1 \
+			|| apt-get install -y -q chromium >/dev/null; } \
+		|| echo "install: no /usr/bin/chromium (needs root and apt): the browser test will fail"; }
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "install: ok ($(VENV))"
 
