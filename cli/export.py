@@ -91,7 +91,8 @@ def run(
             "always writes INT4): use --format openvino, or --format onnx --graph ort"
         )
     if quantized and format == "onnx":
-        return [_export_quantized(model, output, weights, {**onnx, "dtype": "fp32"}, export_onnx)]
+        options = {**onnx, "dtype": "fp32"}
+        return [_export_quantized(model, output, weights, options, export_onnx, ort_format=target == "mobile")]
     if quantized:
         return [_export_quantized(model, output, weights, openvino, export_openvino)]
     if format == "onnx":
@@ -111,8 +112,9 @@ def run(
     return manifests
 
 
-def _export_quantized(model, output, weights, options, export) -> dict:
-    """Unquantized export into a hidden sibling, then quantize it into OUTPUT (atomic as both steps are)."""
+def _export_quantized(model, output, weights, options, export, ort_format: bool = False) -> dict:
+    """Unquantized export into a hidden sibling, then quantize it into OUTPUT (atomic as both steps
+    are). `ort_format`: also the ORT-format model for native ONNX Runtime Mobile, resealed in."""
     import tempfile
     from pathlib import Path
 
@@ -129,7 +131,21 @@ def _export_quantized(model, output, weights, options, export) -> dict:
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.export-", dir=out.parent) as tmp:
         fresh = {**options, "overwrite": False} | ({"weights": "fp16"} if "weights" in options else {})
         export(model, Path(tmp) / "export", **fresh)
-        manifest = quantize(Path(tmp) / "export", out, weights=weights, overwrite=options["overwrite"])
+        if not ort_format:
+            manifest = quantize(Path(tmp) / "export", out, weights=weights, overwrite=options["overwrite"])
+        else:
+            from qwen_edge.export import bundle
+            from qwen_edge.export.ort_mobile import write_ort_format
+
+            manifest = quantize(Path(tmp) / "export", Path(tmp) / "quantized", weights=weights)
+            with bundle.staged(out, options["overwrite"]) as staged:
+                for f in (Path(tmp) / "quantized").iterdir():
+                    if f.name != "manifest.json":
+                        f.rename(staged / f.name)
+                graph = manifest.get("runtime_file") or manifest["model_file"]
+                files = write_ort_format(staged, graph, manifest["model_file"] + ".data")
+                info = {k: v for k, v in manifest.items() if k not in ("files", "tools")}
+                manifest = bundle.seal(staged, {**info, "ort_format": {"folder": "ort_mobile", "files": files}})
     total = sum(f["bytes"] for f in manifest["files"].values())
     kind = f"{manifest['format']} {manifest['graph']} graph"
     print(f"{out}: {kind}, {weights}, {len(manifest['files'])} files, {total / 1e6:.1f} MB")

@@ -79,6 +79,21 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
         n.op_type for n in onnx.load(tmp_path / "int4" / "model_last_logits.onnx", load_external_data=False).graph.node
     }
     assert {"MatMulNBits", "GatherBlockQuantized", "GroupQueryAttention"} <= ops and "MatMul" not in ops
+    # the ORT-format model for native ONNX Runtime Mobile: listed in the manifest, with its operator list,
+    # and it computes what the ONNX graph computes (ONNX Runtime on this machine reads it too)
+    assert manifest["ort_format"]["files"] == ["model_last_logits.ort", "required_operators.config"]
+    assert "ort_mobile/model_last_logits.ort" in manifest["files"]
+    assert "com.microsoft;1;" in (tmp_path / "int4" / "ort_mobile" / "required_operators.config").read_text()
+    import numpy as np
+    import onnxruntime as ort
+
+    feeds = {"input_ids": np.array([[5, 17, 300]]), "attention_mask": np.ones((1, 3), np.int64)}
+    runs = []
+    for path in ("model_last_logits.onnx", "ort_mobile/model_last_logits.ort"):
+        session = ort.InferenceSession(str(tmp_path / "int4" / path), providers=["CPUExecutionProvider"])
+        past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in session.get_inputs()[2:]}
+        runs.append(session.run(["logits"], {**feeds, **past})[0])
+    assert np.abs(runs[0] - runs[1]).max() < 1e-4
     prompt = "hello world, 快"
     expected = Engine.load(tmp_path / "int4").generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
     spec = tmp_path / "case.json"
