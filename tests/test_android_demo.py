@@ -202,3 +202,28 @@ def test_a_tampered_bundle_is_refused_in_the_browser(mobile_bundle, tmp_path):
         server.shutdown()
     result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
     assert "model.onnx.data failed verification" in result.get("error", ""), result
+
+
+@pytest.mark.slow
+def test_the_real_model_answers_in_the_browser(real_gguf, tmp_path):
+    """The real 0.5B as a mobile bundle, in headless Chromium on a phone viewport (4x CPU
+    throttling): the chat answers the capital question with Paris. Tokens/s is printed for
+    benchmarks/RESULTS.md (a number, not a pass condition)."""
+    from qwen_edge.cli.main import main
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(real_gguf), "-o", str(bundle), "--target", "mobile"]) == 0
+    server, url = serve(bundle)
+    try:
+        out = subprocess.run(
+            [node(), "test/e2e.mjs", url, str(tmp_path / "real.png"), "What is the capital of France? One word.",
+             "--until-done"],
+            cwd=DEMO, capture_output=True, text=True, timeout=1500,
+            env={"PATH": "/usr/bin:/bin", "CHROMIUM": chromium(), "HOME": str(tmp_path)},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    print("browser:", json.dumps({k: result.get(k) for k in ("load_s", "status", "speed", "answer", "tokens")}))
+    assert "error" not in result, result
+    assert result["state"] == "done" and "Paris" in result["answer"], result
