@@ -1,6 +1,6 @@
 // End to end in headless Chromium emulating a phone (Pixel 7 viewport, touch, 4x CPU throttling):
 // load the app, wait for the model, type a prompt, see tokens stream in, press stop, screenshot.
-// Usage: node test/e2e.mjs URL SCREENSHOT.png [PROMPT] [--until-done]; prints one JSON line.
+// Usage: [THROTTLE=4] node test/e2e.mjs URL SCREENSHOT.png [PROMPT] [--until-done]; prints one JSON line.
 import { chromium, devices } from "playwright-core";
 
 const [url, shot, prompt = "Hello, who are you?", mode] = process.argv.slice(2);
@@ -15,7 +15,7 @@ try {
   const page = await context.newPage();
   page.on("console", (m) => m.type() === "error" && (result.console = [...(result.console || []), m.text()]));
   const cdp = await context.newCDPSession(page);
-  await cdp.send("Emulation.setCPUThrottlingRate", { rate: 4 });
+  await cdp.send("Emulation.setCPUThrottlingRate", { rate: Number(process.env.THROTTLE || 4) });
   const t0 = Date.now();
   await page.goto(url);
   await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 600000 });
