@@ -19,6 +19,9 @@ def configure_parser(p) -> None:
     p.add_argument("--new-tokens", default="32", help="generation length, or a comma-separated sweep")
     p.add_argument("--runs", type=int, default=3, help="rounds (each a fresh process per folder and runtime)")
     p.add_argument("--compare", action="store_true", help="also the ecosystem runtimes installed here")
+    p.add_argument(
+        "--runtimes", help="only these (comma-separated: ours, llm-pipeline, optimum-intel, ort-genai, optimum-onnx)"
+    )
     p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
     p.add_argument("--profile", action="store_true", help="top operators by time (ours)")
     p.add_argument("--device", default="CPU")
@@ -34,6 +37,7 @@ def run(
     new_tokens: str | int = "32",
     runs: int = 3,
     compare: bool = False,
+    runtimes: str | None = None,
     bandwidth: bool = False,
     profile: bool = False,
     device: str = "CPU",
@@ -59,22 +63,24 @@ def run(
     if not lengths or not news or min(lengths) < 1 or min(news) < 2 or runs < 1:
         raise EngineError("--prompt-lengths must be positive, --new-tokens at least 2, --runs at least 1")
     new_tokens = max(news)
+    only = {r.strip() for r in runtimes.split(",")} if runtimes else None
     plans = []
     for folder in folders:
         try:
             manifest = read(folder)
         except ManifestError as e:
             raise EngineError(str(e)) from None
-        limit = _limit(manifest) - new_tokens
-        fits = [n for n in lengths if n <= limit]
-        if not fits:
-            raise EngineError(
-                f"{folder}: no prompt length fits its {limit + new_tokens} positions with {new_tokens} new"
-            )
         runtimes = bench.RUNTIMES_FOR[manifest["format"]] if compare else ("ours",)
         if manifest.get("graph") not in (None, "ort", "stateful"):  # genai runtimes need these layouts
             runtimes = [r for r in runtimes if r not in ("ort-genai", "llm-pipeline")]
-        plans += [(folder, r, fits) for r in runtimes]
+        if only:
+            runtimes = [r for r in runtimes if r in only]
+        for runtime in runtimes:
+            limit = _limit(manifest, runtime) - new_tokens
+            fits = [n for n in lengths if n <= limit]
+            if not fits:
+                raise EngineError(f"{folder}: no prompt length fits {runtime}'s {limit + new_tokens} positions")
+            plans.append((folder, runtime, fits))
     outcomes = []
     steps = tqdm(total=runs * len(plans), desc="bench", unit="case", disable=None)
     for round_ in range(runs):
@@ -91,8 +97,12 @@ def run(
         gbs = bench.memory_bandwidth_gbs()
         result["bandwidth"] = {"read_gb_s": gbs, "ceilings": {}}
         for folder in folders:
-            size = bench.weight_bytes(folder)
-            result["bandwidth"]["ceilings"][folder] = {"weight_bytes": size, "decode_tokens_per_s": gbs * 1e9 / size}
+            size, per_token = bench.bytes_per_token(folder)
+            result["bandwidth"]["ceilings"][folder] = {
+                "weight_bytes": size,
+                "bytes_per_token": per_token,
+                "decode_tokens_per_s": gbs * 1e9 / per_token,
+            }
     _print(result)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
@@ -104,9 +114,13 @@ def run(
     return result
 
 
-def _limit(manifest: dict) -> int:
+def _limit(manifest: dict, runtime: str = "ours") -> int:
+    """Most positions a runtime gives this folder: static capacity, genai_config's context length
+    for onnxruntime-genai, else the model's."""
     if manifest.get("graph") == "static":
         return manifest["shapes"]["max_context"]
+    if runtime == "ort-genai" and manifest.get("shapes", {}).get("genai_max_length"):
+        return manifest["shapes"]["genai_max_length"]
     return manifest.get("config", {}).get("max_position_embeddings") or 32768
 
 
@@ -203,7 +217,7 @@ def _print(result: dict) -> None:
                 default=0.0,
             )
             print(
-                f"  {folder}: {c['weight_bytes'] / 1e6:.0f} MB of weights -> ceiling "
+                f"  {folder}: {c['bytes_per_token'] / 1e6:.0f} MB read per token -> ceiling "
                 f"{c['decode_tokens_per_s']:.1f} tok/s; best measured {best:.1f} "
                 f"({100 * best / c['decode_tokens_per_s']:.0f}% of it)",
                 file=out,

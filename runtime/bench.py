@@ -184,9 +184,10 @@ def _llm_pipeline(case: Case):
         start = time.perf_counter()
         out = pipe.generate(openvino_genai.TokenizedInputs(ov.Tensor(arr), ov.Tensor(np.ones_like(arr))), config)
         raw = out.perf_metrics.raw_metrics
-        # LLMPipeline's own per-token durations (µs): the first is the time to the first token
-        durations = [d / 1e6 for d in raw.m_durations]
-        stamps = list(start + np.cumsum(durations))
+        # LLMPipeline's own clock (µs): time to the first token, then one duration per later token
+        # (m_durations alone has n - 1 entries: reading it as the first token's time was a bug here)
+        first = start + raw.m_times_to_first_token[0] / 1e6
+        stamps = [first, *(first + np.cumsum([d / 1e6 for d in raw.m_durations]))]
         return [int(t) for t in out.tokens[0]], start, stamps
 
     return run, encode, {}
@@ -351,10 +352,65 @@ def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
 
 
 def weight_bytes(folder: str | Path) -> int:
-    """Bytes of a folder's weight files (what a decode step reads at most)."""
+    """Bytes of a folder's weight files."""
     folder = Path(folder)
     files = [*folder.glob("*.bin"), *folder.glob("*.onnx.data"), *folder.glob("*.onnx_data")]
     return sum(f.stat().st_size for f in files if "tokenizer" not in f.name)
+
+
+def bytes_per_token(folder: str | Path) -> tuple[int, int]:
+    """(weight bytes, bytes a decode step reads): all weights but an untied embedding table, of
+    which one row is read per token. Found from the graph: the table feeding the Gather (or
+    GatherBlockQuantized) that does not also feed a MatMul."""
+    from .manifest import read
+
+    folder = Path(folder)
+    total = weight_bytes(folder)
+    manifest = read(folder)
+    table = _onnx_table_bytes(folder, manifest) if manifest.get("format") == "onnx" else _ov_table_bytes(folder)
+    rows = manifest.get("config", {}).get("vocab_size") or 1
+    return total, total - table + table // rows
+
+
+def _ov_table_bytes(folder: Path) -> int:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(folder / "openvino_model.xml"))
+    for op in model.get_ops():
+        if op.get_type_name() != "Gather" or op.get_input_partial_shape(0).rank.get_length() != 2:
+            continue
+        consts, stack = [], [op.input_value(0).get_node()]
+        while stack:  # the table and its decompression chain: Constant -> Convert -> Subtract -> Multiply
+            node = stack.pop()
+            if node.get_type_name() == "Constant":
+                consts.append(node)
+            elif node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape"):
+                stack += [v.get_node() for v in node.input_values()]
+        top = op.input_value(0).get_node()  # a tied table feeds lm_head's MatMul too (maybe via a Convert)
+        users = [t.get_node() for out in top.outputs() for t in out.get_target_inputs()]
+        users += [t.get_node() for u in users for out in u.outputs() for t in out.get_target_inputs()]
+        if consts and not any(u.get_type_name() == "MatMul" for u in users):
+            return sum(c.get_byte_size() for c in consts)
+    return 0
+
+
+def _onnx_table_bytes(folder: Path, manifest: dict) -> int:
+    try:
+        import onnx
+    except ImportError:  # the runtime alone: count every weight
+        return 0
+    graph = onnx.load(str(folder / manifest["model_file"]), load_external_data=False).graph
+    sizes = {}
+    for t in graph.initializer:
+        length = next((int(e.value) for e in t.external_data if e.key == "length"), None)
+        sizes[t.name] = length if length is not None else len(t.raw_data)
+    matmul_inputs = {i for n in graph.node if n.op_type.startswith("MatMul") for i in n.input}
+    for node in graph.node:
+        if node.op_type in ("Gather", "GatherBlockQuantized") and node.input[0] in sizes:
+            if node.input[0] not in matmul_inputs:
+                extra = [node.input[2]] if node.op_type == "GatherBlockQuantized" else []
+                return sum(sizes.get(n, 0) for n in [node.input[0], *extra])
+    return 0
 
 
 if __name__ == "__main__":

@@ -103,8 +103,9 @@ def _markdown(result: dict, images: list[str]) -> str:
         lines += ["", f"Memory read bandwidth: {b['read_gb_s']:.1f} GB/s."]
         for folder, c in b["ceilings"].items():
             lines.append(
-                f"- {_name(folder)}: {c['weight_bytes'] / 1e6:.0f} MB of weights read per token at most "
-                f"-> decode ceiling {c['decode_tokens_per_s']:.1f} tokens/s"
+                f"- {_name(folder)}: {c['bytes_per_token'] / 1e6:.0f} MB read per decode step (of "
+                f"{c['weight_bytes'] / 1e6:.0f} MB of weights) -> decode ceiling "
+                f"{c['decode_tokens_per_s']:.1f} tokens/s"
             )
     lines += ["", *[f"![{img}]({img})" for img in images], ""]
     return "\n".join(lines)
