@@ -9,6 +9,7 @@ import { Tokenizer } from "./tokenizer.js";
 const BUNDLE = new URL("bundle/", location.href); // `qwen-edge serve-demo OUT` serves OUT here
 const CACHE = "qwen-edge-bundle-v1";
 const $ = (id) => document.getElementById(id);
+const notCached = [];
 const state = (s) => (document.body.dataset.state = s);
 
 function fail(message) {
@@ -46,7 +47,16 @@ async function fetchVerified(name, entry, progress) {
     if (cache) await cache.delete(url);
     throw new Error(`${name} failed verification (size or sha256 differs from manifest.json): re-export or re-download the bundle`);
   }
-  if (cache && !fromCache) await cache.put(url, new Response(bytes));
+  if (cache && !fromCache) {
+    // Best effort: a browser may refuse a large entry (quota; headless Chromium refuses ~300 MB):
+    // the app still runs, it only downloads again next time.
+    try {
+      await cache.put(url, new Response(bytes));
+    } catch (e) {
+      console.warn(`not cached for offline use: ${name}: ${e.message || e}`);
+      notCached.push(name);
+    }
+  }
   return bytes;
 }
 
@@ -115,7 +125,9 @@ async function main() {
   } catch (e) {
     return fail(String(e.message || e));
   }
-  $("status").textContent = `ready · onnxruntime-web (wasm, ${model.threads} thread${model.threads > 1 ? "s" : ""})`;
+  $("status").textContent =
+    `ready · onnxruntime-web (wasm, ${model.threads} thread${model.threads > 1 ? "s" : ""})` +
+    (notCached.length ? " · not stored for offline use (browser storage refused it)" : "");
   $("prompt").disabled = $("send").disabled = false;
   state("ready");
   const messages = [];
