@@ -238,8 +238,14 @@ def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, caps
     assert manifest["precision"] == "int8" and manifest["report"]["top1_agreement"] > 0.5
     assert "top-1 agreement" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the fp16 stage is gone
-    assert main(["export", str(gguf), "-o", str(tmp_path / "o"), "--weights", "int4"]) == 2  # ONNX: not yet
-    assert "OpenVINO exports only" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    # ONNX ort exports quantize in one go too; a two-format export does not (one line, nothing written)
+    assert main(["export", str(gguf), "-o", str(tmp_path / "o"), "--weights", "int4"]) == 0
+    onnx_manifest = verify(tmp_path / "o")
+    assert (onnx_manifest["format"], onnx_manifest["precision"]) == ("onnx", "int4")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    capsys.readouterr()
+    assert main(["export", str(gguf), "-o", str(tmp_path / "a"), "--format", "all", "--weights", "int4"]) == 2
+    assert "one OpenVINO export or one ONNX ort export" in capsys.readouterr().err and not (tmp_path / "a").exists()
 
 
 @pytest.fixture(scope="module")
