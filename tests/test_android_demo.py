@@ -28,6 +28,16 @@ def node() -> str:
     return path
 
 
+def node_test(script: str, passed: int, **env) -> None:
+    """`node --test script` in android_demo with `env`: every test ran and passed."""
+    out = subprocess.run(
+        [node(), "--test", script], cwd=DEMO, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert f"# pass {passed}" in out.stdout and "# skipped 0" in out.stdout
+
+
 def test_js_tokenizer_matches_python(shared_tokenizer, wikitext_lines, tmp_path):
     from qwen_edge.runtime.tokenizer import Tokenizer
 
@@ -36,16 +46,7 @@ def test_js_tokenizer_matches_python(shared_tokenizer, wikitext_lines, tmp_path)
     cases = [[t, tok.encode(t)] for t in texts]
     spec = tmp_path / "cases.json"
     spec.write_text(json.dumps({"tokenizer": str(shared_tokenizer / "tokenizer.json"), "cases": cases}))
-    out = subprocess.run(
-        [node(), "--test", "test/tokenizer.test.mjs"],
-        cwd=DEMO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "QWEN_EDGE_TOKENIZER_CASES": str(spec)},
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "# pass 2" in out.stdout and "# skipped 0" in out.stdout
+    node_test("test/tokenizer.test.mjs", passed=2, QWEN_EDGE_TOKENIZER_CASES=str(spec))
 
 
 def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
@@ -101,16 +102,7 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
     spec.write_text(
         json.dumps({"folder": str(tmp_path / "int4"), "prompt": prompt, "expected": expected, "config": config})
     )
-    out = subprocess.run(
-        [node(), "--test", "test/generate.test.mjs"],
-        cwd=DEMO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "QWEN_EDGE_GENERATE_CASE": str(spec)},
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "# pass 3" in out.stdout and "# skipped 0" in out.stdout
+    node_test("test/generate.test.mjs", passed=3, QWEN_EDGE_GENERATE_CASE=str(spec))
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "android_demo" / "test-artifacts"
