@@ -34,7 +34,10 @@ def run(folder: str, system: str | None = None, overflow: str = "trim", stats: b
     while True:
         if interactive:
             print("> ", end="", flush=True)
-        line = sys.stdin.readline()
+        line = _read_line()
+        if line is None:
+            print("qwen-edge chat: that line is not valid UTF-8 text; it was skipped", file=sys.stderr)
+            continue
         if not line or line.strip() == "/exit":
             return 0
         text = line.rstrip("\n")
@@ -53,3 +56,14 @@ def run(folder: str, system: str | None = None, overflow: str = "trim", stats: b
         sys.stdout.flush()
         if stats and chat.last is not None:
             print(_stats_line(chat.last), file=sys.stderr)
+
+
+def _read_line() -> str | None:
+    """One line of standard input; None for a line that is not UTF-8 (it is skipped, not fatal)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream given by a caller
+        return sys.stdin.readline()
+    try:
+        return stream.readline().decode("utf-8")
+    except UnicodeDecodeError:
+        return None

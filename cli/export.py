@@ -67,9 +67,11 @@ def run(
 ) -> list[dict]:
     from pathlib import Path
 
+    from qwen_edge.export.bundle import check_output
     from qwen_edge.export.npu_rules import NPU
     from qwen_edge.export.to_openvino import export_openvino
-    from qwen_edge.models.loaders import load
+    from qwen_edge.models.loaders import load, source_paths
+    from qwen_edge.models.shapes import SHAPES
     from qwen_edge.quantize.quantize import QuantizeError
 
     def export_onnx(*args, **kwargs):  # imported when used: the ONNX stack costs seconds to import
@@ -89,6 +91,14 @@ def run(
         raise QuantizeError(
             f"--weights {weights} quantizes one OpenVINO export or one ONNX ort export (--device-profile npu "
             "always writes INT4): use --format openvino, or --format onnx --graph ort"
+        )
+    outputs = [output] if format != "all" else [Path(output) / "onnx", Path(output) / "openvino"]
+    for out in outputs:  # before any work: a refused output should cost nothing
+        check_output(out, overwrite, source_paths(model))
+    if quantized and model in SHAPES:
+        raise QuantizeError(
+            f"{model} is random weights with no tokenizer, and --weights {weights} scores the result on text: "
+            "export it without --weights (then qwen-edge quantize --no-report --data-free), or use a real model"
         )
     if quantized and format == "onnx":
         options = {**onnx, "dtype": "fp32"}
@@ -115,26 +125,25 @@ def run(
 def _export_quantized(model, output, weights, options, export, ort_format: bool = False) -> dict:
     """Unquantized export into a hidden sibling, then quantize it into OUTPUT (atomic as both steps
     are). `ort_format`: also the ORT-format model for native ONNX Runtime Mobile, resealed in."""
-    import tempfile
+    import shutil
     from pathlib import Path
 
+    from qwen_edge.export import bundle
+    from qwen_edge.models.loaders import source_paths
     from qwen_edge.quantize.quantize import quantize
 
     from .eval import print_scores
 
-    out = Path(output).resolve()
+    out = bundle.check_output(output, options["overwrite"], source_paths(model))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not options["overwrite"]:
-        from qwen_edge.export.bundle import OutputError
-
-        raise OutputError(f"{out} already exists: choose another -o or pass --overwrite")
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.export-", dir=out.parent) as tmp:
+    bundle.remove_stale(out)
+    tmp = bundle.sibling(out, "export")
+    try:
         fresh = {**options, "overwrite": False} | ({"weights": "fp16"} if "weights" in options else {})
         export(model, Path(tmp) / "export", **fresh)
         if not ort_format:
             manifest = quantize(Path(tmp) / "export", out, weights=weights, overwrite=options["overwrite"])
         else:
-            from qwen_edge.export import bundle
             from qwen_edge.export.ort_mobile import write_ort_format
 
             manifest = quantize(Path(tmp) / "export", Path(tmp) / "quantized", weights=weights)
@@ -145,7 +154,11 @@ def _export_quantized(model, output, weights, options, export, ort_format: bool 
                 graph = manifest.get("runtime_file") or manifest["model_file"]
                 files = write_ort_format(staged, graph, manifest["model_file"] + ".data")
                 info = {k: v for k, v in manifest.items() if k not in ("files", "tools")}
-                manifest = bundle.seal(staged, {**info, "ort_format": {"folder": "ort_mobile", "files": files}})
+                manifest = bundle.seal(
+                    staged, {**info, "target": "mobile", "ort_format": {"folder": "ort_mobile", "files": files}}
+                )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     total = sum(f["bytes"] for f in manifest["files"].values())
     kind = f"{manifest['format']} {manifest['graph']} graph"
     print(f"{out}: {kind}, {weights}, {len(manifest['files'])} files, {total / 1e6:.1f} MB")

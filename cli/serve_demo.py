@@ -38,36 +38,65 @@ def configure_parser(p) -> None:
 
 def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
     """A ThreadingHTTPServer for the app and `bundle` (not started)."""
-    import json
+    import logging
+    import posixpath
+    import sys
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote
+
+    from qwen_edge.runtime.manifest import MANIFEST, ManifestError, read
 
     bundle = Path(bundle).resolve()
-    manifest = bundle / "manifest.json"
-    if not manifest.exists():
-        raise ServeError(f"{bundle} has no manifest.json: export it with qwen-edge export MODEL -o OUT --target mobile")
-    info = json.loads(manifest.read_text())
-    if info.get("format") != "onnx" or info.get("graph") != "ort":
+    try:
+        info = read(bundle)
+    except ManifestError as e:
+        raise ServeError(f"{e} (the demo needs a folder from qwen-edge export MODEL -o OUT --target mobile)") from None
+    if info.get("target") != "mobile":
         raise ServeError(
-            f"{bundle} is a {info.get('format')} {info.get('graph')} export: the app needs --target mobile"
+            f"{bundle} is a {info.get('format')} {info.get('graph')} export, not a phone bundle: "
+            "export one with qwen-edge export MODEL -o OUT --target mobile"
         )
+    if not 0 <= port <= 65535:
+        raise ServeError(f"--port {port} is not a port number: choose one from 1 to 65535 (0: any free port)")
     vendor = DEMO / "node_modules"
     if not (vendor / "onnxruntime-web").exists():
         raise ServeError(f"{vendor} is missing: run make install (npm ci in android_demo) from a source checkout")
+    bundle_files = set(info["files"]) | {MANIFEST}
     roots = {"/bundle/": bundle, "/vendor/ort/": vendor / "onnxruntime-web" / "dist",
              "/vendor/jinja/": vendor / "@huggingface" / "jinja" / "dist", "/": DEMO}  # fmt: skip
+    log = logging.getLogger("qwen_edge.serve_demo")
+
+    def resolve(url_path: str) -> Path | None:
+        """The file a URL path names, or None: decoded, normalized, confined to its root, never a
+        folder listing, nothing under node_modules but the two vendor folders, and in the bundle
+        only the files its manifest lists."""
+        path = posixpath.normpath(unquote(url_path.split("?", 1)[0].split("#", 1)[0]))
+        if "\0" in path or "\\" in path:
+            return None
+        path += "/" if url_path.split("?", 1)[0].endswith("/") and path != "/" else ""
+        for prefix, root in roots.items():
+            if not path.startswith(prefix):
+                continue
+            rel = path[len(prefix) :]
+            target = (root / rel).resolve()
+            if not (target == root or root in target.parents):
+                return None
+            if target.is_dir():
+                target = target / "index.html"
+            if root == bundle and target.relative_to(bundle).as_posix() not in bundle_files:
+                return None
+            if root == DEMO and "node_modules" in target.relative_to(DEMO).parts:
+                return None
+            return target if target.is_file() else None
+        return None
 
     class Handler(SimpleHTTPRequestHandler):
         def translate_path(self, path: str) -> str:
-            path = path.split("?", 1)[0].split("#", 1)[0]
-            for prefix, root in roots.items():
-                if path.startswith(prefix):
-                    target = (root / path[len(prefix) :]).resolve()
-                    if root == DEMO and path.startswith("/node_modules"):
-                        break
-                    if target == root or root in target.parents:
-                        return str(target)
-                    break
-            return str(DEMO / "__missing__")
+            return str(resolve(path) or DEMO / "__missing__")
+
+        def list_directory(self, path):
+            self.send_error(404, "File not found")
+            return None
 
         def guess_type(self, path):
             return TYPES.get(Path(path).suffix, super().guess_type(path))
@@ -80,11 +109,21 @@ def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
             super().end_headers()
 
         def log_message(self, fmt, *args):
-            import logging
+            log.debug(fmt, *args)
 
-            logging.getLogger("qwen_edge.serve_demo").debug(fmt, *args)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                log.debug("%s closed the connection early", client_address[0])  # a reload, a closed tab
+                return
+            super().handle_error(request, client_address)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    try:
+        return Server((host, port), Handler)
+    except OSError as e:
+        raise ServeError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host"
+        ) from None
 
 
 def run(bundle: str, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from qwen_edge.models.loaders import Loaded, load
+from qwen_edge.models.loaders import Loaded, load, source_paths
 
 from . import bundle, onnx_graph, ort_graph
 from .bundle import write_model_files
@@ -42,7 +42,10 @@ def export_onnx(
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if graph == "static" and not 0 < max_prompt <= max_context:
         raise ExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
-    with bundle.staged(output, overwrite) as tmp, tqdm(total=4, desc="export onnx", leave=False, disable=None) as steps:
+    with (
+        bundle.staged(output, overwrite, sources=source_paths(model)) as tmp,
+        tqdm(total=4, desc="export onnx", leave=False, disable=None) as steps,
+    ):
         start = time.perf_counter()
         steps.set_postfix_str("load")
         loaded = model if isinstance(model, Loaded) else load(model, DTYPES[dtype])

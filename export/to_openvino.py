@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from qwen_edge.models.loaders import Loaded, load
+from qwen_edge.models.loaders import Loaded, load, source_paths
 from qwen_edge.quantize.recipes import compress_openvino, preset
 
 from . import bundle, npu_rules, openvino_graph, openvino_ir
@@ -50,7 +50,7 @@ def export_openvino(
     if device_profile and not 0 < max_prompt <= max_context:
         raise OpenVINOExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
     with (
-        bundle.staged(output, overwrite) as tmp,
+        bundle.staged(output, overwrite, sources=source_paths(model)) as tmp,
         tqdm(total=4, desc="export openvino", leave=False, disable=None) as steps,
         # The tokenizer conversion (~5 s, mostly Python) runs beside loading and saving the model
         # (mostly GIL-free reads, casts and writes): its imports first, then the conversion itself.

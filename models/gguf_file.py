@@ -69,6 +69,17 @@ def _field(reader, key, default=None):
 
 def read_config(path: Path, reader=None) -> Qwen2Config:
     reader = reader or _reader(path)
+    try:
+        return _config(path, reader)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        if isinstance(e, UnsupportedModelError):
+            raise
+        raise UnsupportedModelError(
+            f"{Path(path).name}: its metadata does not describe a Qwen2 model ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _config(path: Path, reader) -> Qwen2Config:
     arch = _field(reader, "general.architecture")
     if arch not in GGUF_ARCHITECTURES:
         raise UnsupportedModelError(
@@ -81,6 +92,10 @@ def read_config(path: Path, reader=None) -> Qwen2Config:
         if value is not None:
             d[name] = value
     d["rms_norm_eps"] = round(float(d.get("rms_norm_eps", 1e-6)), 12)  # stored as float32: 9.99999997e-07
+    if "tokenizer.ggml.tokens" not in reader.fields:
+        raise UnsupportedModelError(
+            f"{Path(path).name} has no tokenizer (tokenizer.ggml.tokens): use a GGUF converted with its tokenizer"
+        )
     d["vocab_size"] = len(reader.fields["tokenizer.ggml.tokens"].data)
     d["tie_word_embeddings"] = all(t.name != "output.weight" for t in reader.tensors)
     d["bos_token_id"] = _field(reader, "tokenizer.ggml.bos_token_id")

@@ -53,7 +53,7 @@ def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Load
     if path.is_dir():
         return load_hf_folder(path, dtype)
     if path.is_file():
-        if path.suffix.lower() == ".gguf" or path.read_bytes()[:4] == b"GGUF":
+        if path.suffix.lower() == ".gguf" or _magic(path) == b"GGUF":
             return load_gguf(path, dtype)
         raise ModelSourceError(f"{path} is neither a GGUF file nor an HF model folder")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.startswith("."):
@@ -62,6 +62,19 @@ def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Load
         f"{src!r} is not a folder, a .gguf file, a hub id, a known model "
         f"({', '.join(fetch.KNOWN_FILES)}) or a shape ({', '.join(shapes.SHAPES)})"
     )
+
+
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+def source_paths(model: str | Loaded) -> list[Path]:
+    """The files or folders MODEL is read from (an export must never write over them)."""
+    if isinstance(model, Loaded):
+        return [Path(model.source["path"])] if model.source.get("path") else []
+    path = Path(str(model)).expanduser()
+    return [path] if path.exists() else []
 
 
 def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None) -> Loaded:
@@ -165,4 +178,4 @@ def _hub_download(repo_id: str) -> Path:
         ) from None
 
 
-__all__ = ["load", "Loaded", "ModelSourceError", "UnsupportedModelError"]
+__all__ = ["load", "source_paths", "Loaded", "ModelSourceError", "UnsupportedModelError"]

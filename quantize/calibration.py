@@ -82,16 +82,25 @@ class CalibrationError(ValueError):
     """The calibration text cannot feed the data-aware methods."""
 
 
-def read_text(path: str | Path | None) -> tuple[str, str]:
-    """(text, where it came from); the built-in sample when no path is given."""
+def read_text(path: str | Path | None, flag: str = "--calibration") -> tuple[str, str]:
+    """(text, where it came from); the built-in sample when no path is given. `flag` is the
+    option the user gave the path with, for the error messages."""
     if path is None:
         return BUILTIN, BUILTIN_NAME
     path = Path(path)
     if not path.is_file():
-        raise CalibrationError(f"calibration file {path} does not exist; give a text file or leave --calibration out")
-    text = path.read_text(encoding="utf-8", errors="replace")
+        raise CalibrationError(f"{flag} file {path} does not exist; give a text file or leave {flag} out")
+    data = path.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CalibrationError(
+            f"{flag} file {path} is not UTF-8 text ({e.reason} at byte {e.start}); give a text file"
+        ) from None
     if not text.strip():
-        raise CalibrationError(f"calibration file {path} is empty; give a text file with some prose or code in it")
+        raise CalibrationError(f"{flag} file {path} is empty; give a text file with some prose or code in it")
     return text, str(path)
 
 

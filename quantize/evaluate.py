@@ -127,12 +127,17 @@ def evaluate(
     window_tokens: int = 512,
     generation_tokens: int = 32,
     reference_continuations: dict | None = None,
+    text_flag: str = "--text",
 ) -> Scores:
     """Scores of `folder` on `windows` windows of `text` (default: the built-in sample), against
     `reference` (another export folder of the same model) when given: then also the similarity of
     `generation_tokens` greedy tokens after each fixed prompt (0: skipped). The reference's
     continuations are kept in `reference_continuations` (a dict) when given, for the next call."""
-    body, source = read_text(text)
+    if windows < 1 or window_tokens < 2:
+        raise EvaluationError(
+            f"--windows ({windows}) must be at least 1 and --window-tokens ({window_tokens}) at least 2"
+        )
+    body, source = read_text(text, text_flag)
     tokens = Tokenizer(folder).encode(body)
     chunks = [tokens[i : i + window_tokens] for i in range(0, len(tokens) - window_tokens + 1, window_tokens)][:windows]
     if not chunks:

@@ -67,12 +67,13 @@ def quantize(
     if data_free:
         recipe = recipe.without_data()
     budget = {k: v for k, v in (("max_ppl_increase", max_ppl_increase), ("min_top1", min_top1)) if v is not None}
+    if manifest["format"] == "onnx" and recipe.data_aware:
+        log.info("ONNX: data-free compression (data-aware methods are wired for OpenVINO folders only)")
+        recipe = recipe.without_data()
+    _check_text_inputs(folder, manifest, recipe, report or bool(budget), calibration_text, eval_text, eval_windows)
     start = time.perf_counter()
-    with bundle.staged(output, overwrite) as tmp:
-        if manifest["format"] == "onnx" and recipe.data_aware:
-            log.info("ONNX: data-free compression (data-aware methods are wired for OpenVINO folders only)")
-            recipe = recipe.without_data()
-        dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens)
+    with bundle.staged(output, overwrite, sources=[folder]) as tmp:
+        dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens, manifest["files"])
         candidates = ladder(recipe, groups=(128,) if weights == "int4-npu" else (64, 32)) if budget else [recipe]
         tries, kept, continuations = [], None, {}
         for i, candidate in enumerate(candidates):
@@ -84,9 +85,14 @@ def quantize(
                 _copy_other_files(folder, manifest, attempt)
                 # what the folder is, for evaluate (replaced by the sealed manifest at the end)
                 kind = {k: manifest[k] for k in ("format", "graph", "model_file", "config") if k in manifest}
-                (attempt / "manifest.json").write_text(json.dumps(kind))
+                bundle.seal(attempt, kind)
                 scores = evaluate(
-                    attempt, folder, eval_text, eval_windows, reference_continuations=continuations
+                    attempt,
+                    folder,
+                    eval_text,
+                    eval_windows,
+                    reference_continuations=continuations,
+                    text_flag="--eval-text",
                 ).to_dict()
             fits = not budget or _within(scores, budget)
             size = sum(f.stat().st_size for f in attempt.glob(_weights_glob(manifest)))
@@ -150,14 +156,29 @@ def _checked_input(folder: Path) -> dict:
     return manifest
 
 
-def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_tokens: int):
+def _check_text_inputs(folder, manifest, recipe, scored: bool, calibration_text, eval_text, eval_windows) -> None:
+    """What the run will read as text, checked before any compression starts."""
+    if (scored or recipe.data_aware) and "tokenizer.json" not in manifest["files"]:
+        raise QuantizeError(
+            f"{folder} has no tokenizer.json, which the accuracy report, a budget and calibration read text "
+            "through: export a model that has a tokenizer, or pass --no-report --data-free"
+        )
+    if recipe.data_aware:
+        calibration.read_text(calibration_text)
+    if scored:
+        calibration.read_text(eval_text, "--eval-text")
+        if eval_windows < 1:
+            raise QuantizeError(f"--eval-windows ({eval_windows}) must be at least 1")
+
+
+def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_tokens: int, manifest_files=None):
     """(nncf.Dataset, description) for a data-aware recipe, else (None, None)."""
     if not recipe.data_aware:
         return None, None
     import nncf
 
     text, source = calibration.read_text(text_path)
-    windows = calibration.windows(Tokenizer(folder).encode(text), samples, sample_tokens)
+    windows = calibration.windows(Tokenizer(folder, manifest_files).encode(text), samples, sample_tokens)
     calib = calibration.describe(text, source, windows)
     log.info("calibrating on %d windows (%d tokens) of %s", calib["windows"], calib["tokens"], source)
     return nncf.Dataset(calibration.openvino_items(windows)), calib

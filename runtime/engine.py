@@ -79,6 +79,8 @@ class Engine:
         start, folder = time.perf_counter(), Path(folder)
         if backend not in BACKENDS:
             raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if threads is not None and (type(threads) is not int or threads < 1):
+            raise EngineError(f"threads must be a whole number >= 1 (or left out for the default), not {threads!r}")
         try:
             manifest = manifest_file.verify(folder, full=verify == "full") if verify else manifest_file.read(folder)
         except manifest_file.ManifestError as e:
@@ -95,9 +97,17 @@ class Engine:
             else:
                 from .onnx_backend import OnnxModel as Model
             model = Model(folder, manifest, device, threads, config or {}, cache_dir, profile)
+        except manifest_file.ManifestError as e:
+            raise EngineError(str(e)) from None
         except (RuntimeError, OSError) as e:
-            raise EngineError(f"{folder}: cannot load on {wanted} {device}: {str(e).strip().splitlines()[0]}") from None
-        tokenizer = Tokenizer(folder) if (folder / "tokenizer.json").exists() else None  # ids-only folders
+            raise EngineError(f"{folder}: cannot load on {wanted} {device}: {_first_line(e)}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise EngineError(
+                f"{folder}: manifest.json does not describe the model in this folder ({type(e).__name__}: "
+                f"{_first_line(e)}); re-export the folder"
+            ) from None
+        listed = manifest["files"]
+        tokenizer = Tokenizer(folder, listed) if "tokenizer.json" in listed else None  # ids-only folders
         load_s = time.perf_counter() - start
         log.debug("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
         return cls(folder, manifest, model, tokenizer, wanted, load_s)
@@ -148,7 +158,11 @@ class Session:
         tokenizer = self.engine.tokenizer
         if tokenizer is None:
             raise EngineError(f"{self.engine.folder} has no tokenizer.json: export the model with its tokenizer")
+        if isinstance(prompt, str):
+            _check_text(prompt)
         ids = tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if any(not 0 <= t < tokenizer.vocab_size for t in ids):
+            raise EngineError(f"a prompt token id is outside the vocabulary (0 to {tokenizer.vocab_size - 1})")
         if not ids:
             raise EngineError("the prompt is empty: give at least one token")
         result = result if result is not None else Result("", ids, [])
@@ -238,6 +252,20 @@ class _Appender:
 
     def decode(self, token: int):
         return self._append([token])
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates: undecodable bytes from argv or a pipe
+        raise EngineError(
+            f"the prompt is not valid UTF-8 text (character {e.start}): pass UTF-8 encoded text"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

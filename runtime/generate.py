@@ -3,6 +3,7 @@ decode(id) -> logits (1-D numpy arrays over the vocabulary) can generate."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+MIN_TEMPERATURE = 1e-4  # below it logits / T overflows float32: use 0 (greedy)
 
 
 class SamplingError(ValueError):
@@ -42,14 +45,24 @@ class Sampling:
     ignore_eos: bool = False
 
     def __post_init__(self):
+        numbers = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty")
+        for name in numbers:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise SamplingError(f"{name} must be a finite number, not {value!r}")
+        for name in ("max_new_tokens", "top_k") + (("seed",) if self.seed is not None else ()):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise SamplingError(f"{name} must be a whole number, not {getattr(self, name)!r}")
         checks = (
             (self.max_new_tokens >= 0, "max_new_tokens must be >= 0"),
-            (self.temperature >= 0, "temperature must be >= 0 (0 is greedy)"),
+            (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= 100,
+             f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE:g} and 100"),
             (self.top_k >= 0, "top_k must be >= 0 (0 is off)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
             (self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 is off)"),
-        )
+            (self.seed is None or 0 <= self.seed < 2**63, "seed must be a whole number from 0 to 2**63 - 1"),
+        )  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise SamplingError(message)
@@ -99,7 +112,10 @@ def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
     if 0 < s.top_k < z.size:
         z[z < np.partition(z, -s.top_k)[-s.top_k]] = -np.inf
     p = np.exp(z - z.max())
-    p /= p.sum()
+    total = p.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise SamplingError("the model's logits are not finite numbers (NaN or inf): re-export the folder")
+    p /= total
     if s.min_p > 0:
         p[p < s.min_p * p.max()] = 0.0
         p /= p.sum()

@@ -1,12 +1,25 @@
-"""An export folder's manifest.json: what the folder is, and the sha256 of every file in it."""
+"""An export folder's manifest.json: what the folder is, and the sha256 of every file in it.
+
+Every name in `files` is a plain relative path inside the folder (no `..`, no absolute path, no
+link leaving the folder) of a regular file; the files a backend opens must be among them, and
+nothing unlisted is ever read (see `listed`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a real one is a few KB; a bigger one is not ours
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# top-level keys the code reads, and the type each must have when present
+_TYPES = {"format": str, "graph": str, "model_file": str, "runtime_file": str, "decode_file": str,
+          "weights_file": (str, type(None)), "config": dict, "shapes": dict, "io": dict, "source": dict}  # fmt: skip
 
 
 class ManifestError(ValueError):
@@ -22,34 +35,110 @@ def sha256_file(path: Path) -> str:
 
 
 def read(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
+    """The manifest, checked for shape: a JSON object whose `files` lists safe names with sizes and
+    sha256s, and whose model files are among them. Nothing is hashed here (see `verify`)."""
+    folder = Path(folder)
+    path = folder / MANIFEST
     if not path.exists():
         raise ManifestError(f"{folder} has no {MANIFEST}: it is not a qwen-edge export folder")
-    return json.loads(path.read_text())
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode) or os.stat(path).st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path} is not a regular file of a manifest's size; re-export the folder")
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); re-export the folder") from None
+    _check_shape(folder, manifest)
+    return manifest
+
+
+def _check_shape(folder: Path, manifest) -> None:
+    def bad(what: str):
+        return ManifestError(f"{folder / MANIFEST}: {what}; re-export the folder")
+
+    if not isinstance(manifest, dict):
+        raise bad("not a JSON object")
+    for key, kind in _TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise bad(f"{key!r} has the wrong type")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise bad("it lists no files, so nothing could be verified")
+    for name, entry in files.items():
+        check_name(name, folder)
+        ok = isinstance(entry, dict) and type(entry.get("bytes")) is int and entry["bytes"] >= 0
+        if not ok or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise bad(f"the entry for {name!r} needs 'bytes' (a whole number) and 'sha256' (64 hex digits)")
+    for name in model_files(manifest):
+        if name not in files:
+            raise bad(f"the model file {name!r} is not listed with its sha256")
+
+
+def check_name(name, folder: Path | str = ".") -> None:
+    """A listed name must be a plain relative path: no absolute path, no `..`, no backslash."""
+    parts = name.split("/") if isinstance(name, str) else None
+    if not parts or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        raise ManifestError(f"{Path(folder) / MANIFEST}: {name!r} is not a plain file name inside the folder")
+
+
+def model_files(manifest: dict) -> list[str]:
+    """The graph and weights files a backend opens for this folder."""
+    names = [manifest.get(k) for k in ("model_file", "runtime_file", "decode_file", "weights_file")]
+    if manifest.get("format") == "openvino":
+        xml = manifest.get("model_file", "openvino_model.xml")
+        names += [xml, xml.removesuffix(".xml") + ".bin"]
+        if manifest.get("decode_file") and not manifest.get("weights_file"):
+            names.append(manifest["decode_file"].removesuffix(".xml") + ".bin")
+    elif manifest.get("format") == "onnx" and "model_file" not in manifest:
+        names.append("model.onnx")
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def listed(folder: str | Path, manifest: dict, name: str) -> Path:
+    """The path of `name` in `folder`, only if the manifest lists it (so it was verified)."""
+    if name not in manifest.get("files", {}):
+        raise ManifestError(f"{folder}: {name} is not listed in {MANIFEST}; re-export the folder")
+    return Path(folder) / name
+
+
+def _regular_file(folder: Path, name: str) -> os.stat_result:
+    """The stat of a listed file that is a regular file inside the folder (links may not leave it)."""
+    path = folder / name
+    if not os.path.lexists(path):
+        raise ManifestError(f"{folder}: {name} is missing; re-export the folder")
+    root = folder.resolve()
+    real = path.resolve()
+    if root not in real.parents:
+        raise ManifestError(f"{folder}: {name} points outside the folder; re-export the folder")
+    st = os.stat(real)
+    if not stat.S_ISREG(st.st_mode):
+        raise ManifestError(f"{folder}: {name} is not a regular file; re-export the folder")
+    return st
 
 
 def verify(folder: str | Path, full: bool = False) -> dict:
     """The manifest, once every listed file is present with its recorded size and sha256.
 
     Hashing a model takes about a second per GB, on every load. So a folder that verified once is
-    remembered (a stamp in the user cache: each file's size and mtime, and the manifest's sha256);
-    while nothing changed, later calls check sizes and mtimes only. `full=True` always hashes."""
+    remembered (a stamp in the user cache: each file's size, mtime, ctime, inode and device, and the
+    manifest's sha256). While all of those are unchanged, later calls skip the hashing: any write to
+    a file changes its ctime, which no user can set back (`touch -r` restores the mtime only).
+    `full=True` always hashes."""
     folder, manifest = Path(folder), read(folder)
-    files = manifest.get("files", {})
+    files = manifest["files"]
+    seen = {}
     for name, entry in files.items():
-        path = folder / name
-        if not path.exists():
-            raise ManifestError(f"{folder}: {name} is missing; re-export the folder")
-        if path.stat().st_size != entry["bytes"]:
+        st = _regular_file(folder, name)
+        if st.st_size != entry["bytes"]:
             raise ManifestError(f"{folder}: {name} was altered since export (size differs); re-export the folder")
-    stamp = _stamp_path(folder)
-    seen = {name: [(folder / name).stat().st_size, (folder / name).stat().st_mtime_ns] for name in files}
+        seen[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
     seen[MANIFEST] = sha256_file(folder / MANIFEST)
+    stamp = _stamp_path(folder)
     if not full and stamp is not None and stamp.exists():
         try:
             if json.loads(stamp.read_text()) == seen:
                 return manifest
-        except ValueError:
+        except (OSError, ValueError):
             pass
     for name, entry in files.items():
         if sha256_file(folder / name) != entry["sha256"]:
@@ -57,7 +146,7 @@ def verify(folder: str | Path, full: bool = False) -> dict:
     if stamp is not None:
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stamp.with_suffix(".tmp")
+            tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(seen))
             tmp.replace(stamp)
         except OSError:  # a read-only cache only costs the next load a full check
@@ -66,8 +155,6 @@ def verify(folder: str | Path, full: bool = False) -> dict:
 
 
 def _stamp_path(folder: Path) -> Path | None:
-    import os
-
     root = os.environ.get("QWEN_EDGE_CACHE")
     if not root:
         try:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import static_window
+from .manifest import listed
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class OnnxModel:
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
         self.graph = manifest.get("graph")
         graph_file = manifest.get("runtime_file") or manifest["model_file"]
-        self.session = ort.InferenceSession(str(folder / graph_file), options, providers=providers)
+        self.session = ort.InferenceSession(str(listed(folder, manifest, graph_file)), options, providers=providers)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.inputs = set(inputs)
         self.past = [n for n in inputs if n.startswith("past_key_values.")]
@@ -82,7 +83,7 @@ class OnnxModel:
             shapes = manifest["shapes"]
             self.window, self.capacity = shapes["max_prompt"], shapes["max_context"]
             self.decode_session = ort.InferenceSession(
-                str(folder / manifest["decode_file"]), options, providers=providers
+                str(listed(folder, manifest, manifest["decode_file"])), options, providers=providers
             )
 
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")

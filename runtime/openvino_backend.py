@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import static_window
+from .manifest import listed
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,9 @@ class OpenVINOModel:
             weights = manifest.get("weights_file")  # the pair shares one weights file
 
             def compiled(name):
-                xml = str(folder / name)
-                return self.core.compile_model(
-                    self.core.read_model(xml, str(folder / weights) if weights else None), device, options
-                )
+                xml = str(listed(folder, manifest, name))
+                bin_ = listed(folder, manifest, weights or name.removesuffix(".xml") + ".bin")
+                return self.core.compile_model(self.core.read_model(xml, str(bin_)), device, options)
 
             self.prefill = compiled(manifest.get("model_file", "openvino_model.xml"))
             self.decode = compiled(manifest["decode_file"])
@@ -64,7 +64,9 @@ class OpenVINOModel:
             self.kv_shape = [d.get_length() for d in shape]
             self.kv_dtype = self.decode.input(self.past[0]).get_element_type().to_dtype()
         else:
-            model = self.core.read_model(str(folder / "openvino_model.xml"))
+            xml = manifest.get("model_file", "openvino_model.xml")
+            bin_ = listed(folder, manifest, xml.removesuffix(".xml") + ".bin")
+            model = self.core.read_model(str(listed(folder, manifest, xml)), str(bin_))
             self.inputs = {p.get_any_name() for p in model.inputs}
             self.past = [p.get_any_name() for p in model.inputs if p.get_any_name().startswith("past_key_values")]
             if "beam_idx" not in self.inputs and not self.past:

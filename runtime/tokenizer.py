@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Collection
 from pathlib import Path
+
+from . import chat_template
 
 
 class TokenizerError(ValueError):
@@ -12,20 +14,32 @@ class TokenizerError(ValueError):
 
 
 class Tokenizer:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, files: Collection[str] | None = None):
+        """`files`: when given (an export folder's manifest list), only these names are read: an
+        unlisted file dropped into the folder (say a chat_template.jinja) is never used."""
         from tokenizers import Tokenizer as HFTokenizer
 
         folder = Path(folder)
-        if not (folder / "tokenizer.json").exists():
+
+        def path(name: str) -> Path | None:
+            p = folder / name
+            return p if (files is None or name in files) and p.is_file() else None
+
+        if path("tokenizer.json") is None:
             raise TokenizerError(f"{folder} has no tokenizer.json: export the model with its tokenizer")
-        self._tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
-        config = _read_json(folder / "tokenizer_config.json")
-        template_file = folder / "chat_template.jinja"
-        self.chat_template = template_file.read_text() if template_file.exists() else config.get("chat_template")
+        try:
+            self._tok = HFTokenizer.from_file(str(path("tokenizer.json")))
+        except Exception as e:  # tokenizers raises a bare Exception on malformed files
+            raise TokenizerError(f"{folder}/tokenizer.json cannot be read ({e}); re-export the folder") from None
+        config = _read_json(path("tokenizer_config.json"))
+        template_file = path("chat_template.jinja")
+        self.chat_template = template_file.read_text() if template_file else config.get("chat_template")
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            raise TokenizerError(f"{folder}: the chat template is not text; re-export the folder")
         self.eos_token = _token_text(config.get("eos_token"))
-        generation = _read_json(folder / "generation_config.json")
+        generation = _read_json(path("generation_config.json"))
         eos = generation.get("eos_token_id", [])
-        eos = eos if isinstance(eos, list) else [eos]
+        eos = [t for t in (eos if isinstance(eos, list) else [eos]) if type(t) is int]
         if self.eos_token is not None and self.token_to_id(self.eos_token) is not None:
             eos.append(self.token_to_id(self.eos_token))
         self.eos_token_ids = tuple(dict.fromkeys(eos))
@@ -47,27 +61,21 @@ class Tokenizer:
         """Render messages exactly as transformers does (same jinja2 settings and helpers)."""
         if not self.chat_template:
             raise TokenizerError("this tokenizer has no chat template; pass a raw prompt instead of chat messages")
-        return _compile(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, eos_token=self.eos_token
+        return chat_template.render(
+            self.chat_template, messages=messages, add_generation_prompt=add_generation_prompt, eos_token=self.eos_token
         )
 
 
-def _compile(template: str):
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def _read_json(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path} is not valid JSON ({e}); re-export the folder") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path} is not a JSON object; re-export the folder")
+    return data
 
 
 def _token_text(token) -> str | None:

@@ -70,8 +70,15 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     with pytest.raises(OutputError, match="already exists.*--overwrite"):
         export_onnx("tiny", out)
     assert (out / "keep.txt").read_text() == "mine"
-    export_onnx("tiny", out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    with pytest.raises(OutputError, match="not a qwen-edge export folder"):  # --overwrite never deletes user files
+        export_onnx("tiny", out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    export_onnx("tiny", out)
+    first = (out / "manifest.json").read_text()
+    export_onnx("tiny", out, graph="portable", overwrite=True)  # an export is replaced
+    assert (out / "manifest.json").read_text() != first and json.loads(first)["graph"] == "ort"
 
 
 def test_failures_leave_nothing_behind(tmp_path):
