@@ -94,7 +94,17 @@ class Qwen2Config:
                 raise UnsupportedModelError(f"rope scaling {kind!r} is not supported: Qwen2 uses plain RoPE or 'yarn'")
             if kind == "default":
                 d["rope_scaling"] = None
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        required = [
+            f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [n for n in required if d.get(n) is None]
+        if missing:
+            raise UnsupportedModelError(f"the config lacks {', '.join(missing)}: give the model's full config.json")
+        wrong = [n for n in required if type(d[n]) is not int or d[n] < 1]
+        if wrong:
+            raise UnsupportedModelError(f"the config's {', '.join(wrong)} must be whole numbers >= 1")
+        names = {f.name for f in fields}
         return cls(**{k: v for k, v in d.items() if k in names and v is not None})
 
     def to_dict(self) -> dict:

@@ -163,8 +163,10 @@ def _check_text_inputs(folder, manifest, recipe, scored: bool, calibration_text,
             f"{folder} has no tokenizer.json, which the accuracy report, a budget and calibration read text "
             "through: export a model that has a tokenizer, or pass --no-report --data-free"
         )
-    if recipe.data_aware:
+    if calibration_text is not None:  # checked even when unused: a wrong file is still a mistake to report
         calibration.read_text(calibration_text)
+        if not recipe.data_aware:
+            log.warning("%s is not used: this recipe is data-free", calibration_text)
     if scored:
         calibration.read_text(eval_text, "--eval-text")
         if eval_windows < 1:

@@ -78,7 +78,9 @@ def check_name(name, folder: Path | str = ".") -> None:
     """A listed name must be a plain relative path: no absolute path, no `..`, no backslash."""
     parts = name.split("/") if isinstance(name, str) else None
     if not parts or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
-        raise ManifestError(f"{Path(folder) / MANIFEST}: {name!r} is not a plain file name inside the folder")
+        raise ManifestError(
+            f"{Path(folder) / MANIFEST}: {name!r} is not a plain file name inside the folder; re-export the folder"
+        )
 
 
 def model_files(manifest: dict) -> list[str]:

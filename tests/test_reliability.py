@@ -385,10 +385,28 @@ def test_eval_window_sizes_and_binary_texts(ort, tmp_path, capsys):
     binary.write_bytes(b"\x7fELF\0\0\x01" * 100)
     line = one_line_error(capsys, ["eval", str(ort), "--text", str(binary)], "eval")
     assert "--text file" in line and "not UTF-8 text" in line and "--calibration" not in line
-    from qwen_edge.quantize.calibration import CalibrationError, read_text
+    line = one_line_error(  # the ONNX path is data-free, but a wrong file is still reported
+        capsys, ["quantize", str(ort), "-o", str(tmp_path / "q"), "--calibration", str(binary)], "quantize"
+    )
+    assert "--calibration file" in line and "not UTF-8 text" in line and not (tmp_path / "q").exists()
 
-    with pytest.raises(CalibrationError, match="--calibration file .* is not UTF-8"):
-        read_text(binary)
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ('{"model_type": "qwen2"}', "lacks vocab_size"),
+        ('{"model_type": "qwen2", "vocab_size": "10", "hidden_size": 0, "intermediate_size": 1, '
+         '"num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1}',
+         "vocab_size, hidden_size must be whole numbers"),
+        ("[1]", "not a JSON object"),
+        ("{", "not valid JSON"),
+    ],
+)  # fmt: skip
+def test_a_broken_config_json_is_named(tmp_path, capsys, config, match):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(config)
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
+    assert match in one_line_error(capsys, ["export", str(tmp_path / "hf"), "-o", str(tmp_path / "o")], "export")
 
 
 # 9. checks before the work -------------------------------------------------------------------------
