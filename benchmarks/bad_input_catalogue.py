@@ -24,6 +24,7 @@ from pathlib import Path
 
 LIMIT_S = 60
 HELD: list = []  # sockets a case keeps busy
+MOUNTS: list = []  # tmpfs mounts to undo
 QE = [sys.executable, "-m", "qwen_edge.cli.main"]
 
 
@@ -153,6 +154,17 @@ def cases(root: Path, ort: Path, gguf: Path):
 
         return setup
 
+    def full_disk(fmt):
+        def setup():  # a real 300 KB tmpfs (needs root; the row says so when it cannot mount)
+            disk = root / f"full-{fmt}"
+            disk.mkdir()
+            if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)]).returncode:
+                return ["export", "--help-cannot-mount-tmpfs"]
+            MOUNTS.append(disk)
+            return ["export", "tiny", "-o", str(disk / "x"), "--format", fmt]
+
+        return setup
+
     gen = lambda *flags: lambda: ["generate", str(copy()), *flags]  # noqa: E731
     T = "0" * 64
     yield "data loss", "--overwrite on a user folder", user_folder
@@ -202,7 +214,15 @@ def cases(root: Path, ort: Path, gguf: Path):
         safetensors(b'{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,0]}}'),
     )  # noqa: E501
     yield "parsers", "1 GB file that is not GGUF", big_file
-    yield "parsers", "config.json without sizes", lambda: (safetensors(b"{}")(), (root / "hf" / "config.json").write_text('{"model_type": "qwen2"}'), ["export", str(root / "hf"), "-o", str(root / "hf-out")])[-1]  # noqa: E501
+    yield (
+        "parsers",
+        "config.json without sizes",
+        lambda: (
+            safetensors(b"{}")(),
+            (root / "hf" / "config.json").write_text('{"model_type": "qwen2"}'),
+            ["export", str(root / "hf"), "-o", str(root / "hf-out")],
+        )[-1],
+    )  # noqa: E501
     yield (
         "hangs",
         "nested range(100000) template",
@@ -234,6 +254,8 @@ def cases(root: Path, ort: Path, gguf: Path):
         "serve-demo port 70000",
         lambda: (busy_port(), ["serve-demo", str(root / "f"), "--port", "70000"])[1],
     )  # noqa: E501
+    yield "tracebacks", "full disk, ONNX export", full_disk("onnx")
+    yield "tracebacks", "full disk, OpenVINO export", full_disk("openvino")
     yield "tracebacks", "eval --window-tokens 0", lambda: ["eval", str(copy()), "--window-tokens", "0"]
     yield (
         "tracebacks",
@@ -279,6 +301,10 @@ def main() -> None:
             outcome = {"category": category, "case": name, **run(argv, base / "work", stdin)}
             rows.append(outcome)
             print(json.dumps(outcome), flush=True)
+            while MOUNTS:
+                disk = MOUNTS.pop()
+                outcome["left_on_full_disk"] = sorted(p.name for p in disk.iterdir())
+                subprocess.run(["umount", str(disk)])
             shutil.rmtree(base / "work", ignore_errors=True)
     table = [
         "| category | input | exit | traceback | hang | files lost | seconds | message |",

@@ -23,10 +23,10 @@ def test_reads_what_safetensors_writes(tmp_path):
 
 def test_garbage_and_truncation_are_clear_errors(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"nope")
-    with pytest.raises(SafetensorsError, match="not a safetensors file"):
+    with pytest.raises(SafetensorsError, match="not a valid safetensors file"):
         read(tmp_path / "x.safetensors")
     save_file({"a": torch.randn(100)}, tmp_path / "t.safetensors")
     data = (tmp_path / "t.safetensors").read_bytes()
     (tmp_path / "t.safetensors").write_bytes(data[:-8])
-    with pytest.raises(SafetensorsError, match="tensor a is truncated"):
+    with pytest.raises(SafetensorsError, match="the tensors need 400 bytes of data, the file holds 392"):
         read(tmp_path / "t.safetensors")
