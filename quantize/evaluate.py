@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
+WINDOW_TOKENS = 512
+
+
 class EvaluationError(ValueError):
     """The folders or the text cannot be evaluated as asked."""
 
@@ -124,7 +127,7 @@ def evaluate(
     reference: str | Path | None = None,
     text: str | Path | None = None,
     windows: int = 4,
-    window_tokens: int = 512,
+    window_tokens: int = WINDOW_TOKENS,
     generation_tokens: int = 32,
     reference_continuations: dict | None = None,
     text_flag: str = "--text",
@@ -143,7 +146,11 @@ def evaluate(
     if not chunks:
         raise EvaluationError(
             f"{source} has {len(tokens)} tokens, fewer than one window of {window_tokens}: "
-            "give a longer text or a smaller --window-tokens"
+            + (
+                "give a longer text or a smaller --window-tokens"
+                if text_flag == "--text"
+                else f"give a longer {text_flag}"
+            )
         )
     candidate = WindowLogits(folder)
     ref = WindowLogits(reference) if reference else None

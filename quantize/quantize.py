@@ -22,7 +22,7 @@ from qwen_edge.runtime.manifest import ManifestError, sha256_file, verify
 from qwen_edge.runtime.tokenizer import Tokenizer
 
 from . import calibration
-from .evaluate import evaluate
+from .evaluate import WINDOW_TOKENS, evaluate
 from .recipes import Recipe, compress_openvino, default_recipe, ladder, preset
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,14 @@ def _check_text_inputs(folder, manifest, recipe, scored: bool, calibration_text,
         if not recipe.data_aware:
             log.warning("%s is not used: this recipe is data-free", calibration_text)
     if scored:
-        calibration.read_text(eval_text, "--eval-text")
         if eval_windows < 1:
             raise QuantizeError(f"--eval-windows ({eval_windows}) must be at least 1")
+        text, source = calibration.read_text(eval_text, "--eval-text")
+        tokens = len(Tokenizer(folder, manifest["files"]).encode(text))
+        if tokens < WINDOW_TOKENS:
+            raise QuantizeError(
+                f"{source} has {tokens} tokens, fewer than one {WINDOW_TOKENS}-token window: give a longer --eval-text"
+            )
 
 
 def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_tokens: int, manifest_files=None):

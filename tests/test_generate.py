@@ -111,5 +111,5 @@ def test_repetition_penalty_breaks_a_greedy_loop():
 def test_bad_sampling_values_are_refused_with_the_rule():
     with pytest.raises(ValueError, match="top_p must be in"):
         Sampling(top_p=0)
-    with pytest.raises(ValueError, match="temperature must be 0 \(greedy\) or between"):
+    with pytest.raises(ValueError, match=r"temperature must be 0 \(greedy\) or between"):
         Sampling(temperature=-1)

@@ -419,6 +419,13 @@ def test_quantize_checks_its_eval_text_before_compressing(ort, tmp_path, capsys)
     )
     assert "--eval-text file" in line and "leave --eval-text out" in line and "--calibration" not in line
     assert time.perf_counter() - start < 5 and not (tmp_path / "q").exists()
+    (tmp_path / "short.txt").write_text("too short to score")
+    line = one_line_error(
+        capsys,
+        ["quantize", str(ort), "-o", str(tmp_path / "q"), "--eval-text", str(tmp_path / "short.txt")],
+        "quantize",
+    )
+    assert "fewer than one 512-token window: give a longer --eval-text" in line and "--window-tokens" not in line
 
 
 def test_export_of_a_shape_name_for_mobile_fails_before_the_work(tmp_path, capsys):
@@ -507,6 +514,9 @@ def test_serve_demo_refuses_bad_ports_and_non_mobile_folders(ort, made):
     with pytest.raises(ServeError, match="not a phone bundle"):
         make_server(made[1], "127.0.0.1", 0)
     reseal(ort, target="mobile")
+    server = make_server(ort, port=0)
+    assert server.server_address[0] == "127.0.0.1"  # loopback unless told otherwise
+    server.server_close()
     with pytest.raises(ServeError, match="not a port number"):
         make_server(ort, "127.0.0.1", 70000)
     with socket.socket() as taken:
