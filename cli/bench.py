@@ -70,8 +70,8 @@ def run(
             manifest = read(folder)
         except ManifestError as e:
             raise EngineError(str(e)) from None
-        runtimes = bench.RUNTIMES_FOR[manifest["format"]] if compare else ("ours",)
-        if manifest.get("graph") not in (None, "ort", "stateful"):  # genai runtimes need these layouts
+        runtimes = bench.RUNTIMES_FOR[manifest.format] if compare else ("ours",)
+        if manifest.graph not in ("ort", "stateful"):  # genai runtimes need these layouts
             runtimes = [r for r in runtimes if r not in ("ort-genai", "llm-pipeline")]
         if only:
             runtimes = [r for r in runtimes if r in only]
@@ -117,11 +117,11 @@ def run(
 def _limit(manifest: dict, runtime: str = "ours") -> int:
     """Most positions a runtime gives this folder: static capacity, genai_config's context length
     for onnxruntime-genai, else the model's."""
-    if manifest.get("graph") == "static":
-        return manifest["shapes"]["max_context"]
-    if runtime == "ort-genai" and manifest.get("shapes", {}).get("genai_max_length"):
-        return manifest["shapes"]["genai_max_length"]
-    return manifest.get("config", {}).get("max_position_embeddings") or 32768
+    if manifest.graph == "static":
+        return manifest.shapes["max_context"]
+    if runtime == "ort-genai" and manifest.shapes.get("genai_max_length"):
+        return manifest.shapes["genai_max_length"]
+    return manifest.max_positions or 32768
 
 
 def _collect(plans, outcomes) -> dict:

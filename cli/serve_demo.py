@@ -51,9 +51,9 @@ def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
         info = read(bundle)
     except ManifestError as e:
         raise ServeError(f"{e} (the demo needs a folder from qwen-edge export MODEL -o OUT --target mobile)") from None
-    if info.get("target") != "mobile":
+    if info.target != "mobile":
         raise ServeError(
-            f"{bundle} is a {info.get('format')} {info.get('graph')} export, not a phone bundle: "
+            f"{bundle} is a {info.format} {info.graph} export, not a phone bundle: "
             "export one with qwen-edge export MODEL -o OUT --target mobile"
         )
     if not 0 <= port <= 65535:
@@ -61,7 +61,7 @@ def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
     vendor = DEMO / "node_modules"
     if not (vendor / "onnxruntime-web").exists():
         raise ServeError(f"{vendor} is missing: run make install (npm ci in android_demo) from a source checkout")
-    bundle_files = set(info["files"]) | {MANIFEST}
+    bundle_files = set(info.files) | {MANIFEST}
     roots = {"/bundle/": bundle, "/vendor/ort/": vendor / "onnxruntime-web" / "dist",
              "/vendor/jinja/": vendor / "@huggingface" / "jinja" / "dist", "/": DEMO}  # fmt: skip
     log = logging.getLogger("qwen_edge.serve_demo")

@@ -52,7 +52,7 @@ def check_output(out: str | Path, overwrite: bool = False, sources: Iterable[str
     if out.is_symlink() or not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder: --overwrite replaces only a qwen-edge export folder")
     try:
-        listed = set(manifest_file.read(out)["files"]) | {MANIFEST}
+        listed = set(manifest_file.read(out).files) | {MANIFEST}
     except manifest_file.ManifestError:
         raise OutputError(
             f"{out} is not a qwen-edge export folder (no valid manifest.json): --overwrite replaces only an "

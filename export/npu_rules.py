@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_edge.runtime.manifest import read
+from qwen_edge.runtime.manifest import Manifest, read
 
 from .openvino_ir import read_ir
 
@@ -30,18 +30,18 @@ def check(folder: str | Path, profile: NpuProfile = NPU) -> list[str]:
     folder = Path(folder)
     manifest = read(folder)
     problems = _shape_limits(manifest)
-    if manifest.get("format") == "openvino":
-        for name in [manifest["model_file"], manifest.get("decode_file")]:
+    if manifest.format == "openvino":
+        for name in [manifest.model_file, manifest.decode_file]:
             if name:
-                found = _openvino(read_ir(folder, manifest, name), profile)
-                problems += [f"{name}: {p}" for p in found] if manifest.get("decode_file") else found
+                found = _openvino(read_ir(folder, name, manifest.weights_file), profile)
+                problems += [f"{name}: {p}" for p in found] if manifest.decode_file else found
     else:
         problems += _onnx(folder, manifest, profile)
     return problems
 
 
-def _shape_limits(manifest: dict) -> list[str]:
-    shapes = manifest.get("shapes", {})
+def _shape_limits(manifest: Manifest) -> list[str]:
+    shapes = manifest.shapes
     if "max_prompt" not in shapes:
         return []
     if shapes["max_prompt"] > shapes["max_context"]:
@@ -116,11 +116,11 @@ def _float_constant(node) -> bool:
     )
 
 
-def _onnx(folder: Path, manifest: dict, profile: NpuProfile) -> list[str]:
+def _onnx(folder: Path, manifest: Manifest, profile: NpuProfile) -> list[str]:
     import onnx
 
     problems = []
-    for name in [manifest["model_file"], manifest.get("decode_file")]:
+    for name in [manifest.model_file, manifest.decode_file]:
         if not name:
             continue
         graph = onnx.load(folder / name, load_external_data=False).graph

@@ -141,12 +141,11 @@ def fix_windows(model, out_dir: Path, windows: dict[str, int]) -> dict:
     return {"io": ios, "weights_file": first.name if shared else None}
 
 
-def read_ir(folder: Path, manifest: dict, name: str):
+def read_ir(folder: Path, name: str, weights_file: str | None = None):
     """An IR from an export folder, with the folder's shared weights file when it has one."""
     import openvino as ov
 
-    weights = manifest.get("weights_file")
-    return ov.Core().read_model(str(folder / name), str(folder / weights) if weights else None)
+    return ov.Core().read_model(str(folder / name), str(folder / weights_file) if weights_file else None)
 
 
 def import_tokenizer_converter() -> None:

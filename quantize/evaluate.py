@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from qwen_edge.runtime.manifest import read
+from qwen_edge.runtime import backend
+from qwen_edge.runtime.manifest import ManifestError
 from qwen_edge.runtime.tokenizer import Tokenizer
 
 from .calibration import read_text
 
 log = logging.getLogger(__name__)
-
-EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
 WINDOW_TOKENS = 512
@@ -55,65 +54,23 @@ class Scores:
 
 
 class WindowLogits:
-    """Logits of every position of a token window from an export folder: OpenVINO IR (stateful or
-    not) on OpenVINO's CPU device, or the ONNX `ort` / `portable` graph on ONNX Runtime's CPU."""
+    """Logits of every position of a token window from an export folder, through the runtime's
+    backend (OpenVINO in f32 with an f32 KV cache, so the scores measure the weights, not the
+    CPU's bf16; ONNX Runtime on the `ort` / `portable` graph)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None):
         folder = Path(folder)
-        manifest = read(folder) if (folder / "manifest.json").exists() else {"format": "openvino"}
-        if manifest.get("graph") == "static":
+        try:
+            self.backend = backend.load(folder, threads=threads, all_logits=True, exact=True)
+        except ManifestError as e:
+            raise EvaluationError(f"{e} (evaluate reads qwen-edge export folders, or an OpenVINO IR folder)") from None
+        if self.backend.manifest.graph == "static":
             raise EvaluationError(f"{folder} is a static (NPU) export; evaluate the dynamic export it was made from")
-        self.onnx = manifest.get("format") == "onnx"
-        if self.onnx:
-            self._load_onnx(folder / manifest["model_file"], threads)
-        else:
-            self._load_openvino(folder / "openvino_model.xml", threads)
-
-    def _load_openvino(self, xml: Path, threads: int | None) -> None:
-        import openvino as ov
-
-        if not xml.exists():
-            raise EvaluationError(f"{xml.parent} has no openvino_model.xml: is it an OpenVINO export folder?")
-        config = dict(EXACT, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
-        model = ov.Core().read_model(str(xml))
-        self.inputs = {p.get_any_name() for p in model.inputs}
-        self.request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
-        self.past = {
-            p.get_any_name(): (p.get_partial_shape()[1].get_length(), p.get_partial_shape()[3].get_length(), np.float32)
-            for p in model.inputs
-            if p.get_any_name().startswith("past_key")
-        }
-
-    def _load_onnx(self, path: Path, threads: int | None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.session.get_inputs()}
-        self.past = {
-            i.name: (i.shape[1], i.shape[3], np.float16 if "float16" in i.type else np.float32)
-            for i in self.session.get_inputs()
-            if i.name.startswith("past_key")
-        }
+        self.cache = self.backend.new_cache()
 
     def __call__(self, ids: list[int]) -> np.ndarray:
-        n = len(ids)
-        feed = {
-            "input_ids": np.array([ids], np.int64),
-            "attention_mask": np.ones((1, n), np.int64),
-            "position_ids": np.arange(n, dtype=np.int64)[None],
-            "beam_idx": np.zeros(1, np.int32),
-        }
-        for name, (heads, dim, dtype) in self.past.items():  # explicit KV inputs: an empty cache
-            feed[name] = np.zeros([1, heads, 0, dim], dtype)
-        feed = {k: v for k, v in feed.items() if k in self.inputs}
-        if self.onnx:
-            return self.session.run(["logits"], feed)[0][0].astype(np.float32)
-        if "beam_idx" in self.inputs:
-            self.request.reset_state()
-        return self.request.infer(feed)["logits"][0]
+        self.cache.trim(0)
+        return self.cache.append(ids)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

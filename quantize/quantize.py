@@ -60,20 +60,20 @@ def quantize(
     folder = Path(folder)
     preset(weights)  # unknown names fail here, before any work
     manifest = _checked_input(folder)
-    config = manifest.get("config", {})
+    config = manifest.config
     recipe = default_recipe(weights, config.get("hidden_size"), config.get("num_hidden_layers"))
     overrides = {k: v for k, v in (("ratio", ratio), ("group_size", group_size)) if v is not None}
     recipe = dataclasses.replace(recipe, **overrides)
     if data_free:
         recipe = recipe.without_data()
     budget = {k: v for k, v in (("max_ppl_increase", max_ppl_increase), ("min_top1", min_top1)) if v is not None}
-    if manifest["format"] == "onnx" and recipe.data_aware:
+    if manifest.format == "onnx" and recipe.data_aware:
         log.info("ONNX: data-free compression (data-aware methods are wired for OpenVINO folders only)")
         recipe = recipe.without_data()
     _check_text_inputs(folder, manifest, recipe, report or bool(budget), calibration_text, eval_text, eval_windows)
     start = time.perf_counter()
     with bundle.staged(output, overwrite, sources=[folder]) as tmp:
-        dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens, manifest["files"])
+        dataset, calib = _calibration(folder, recipe, calibration_text, samples, sample_tokens, manifest.files)
         candidates = ladder(recipe, groups=(128,) if weights == "int4-npu" else (64, 32)) if budget else [recipe]
         tries, kept, continuations = [], None, {}
         for i, candidate in enumerate(candidates):
@@ -84,7 +84,7 @@ def quantize(
             if report or budget:
                 _copy_other_files(folder, manifest, attempt)
                 # what the folder is, for evaluate (replaced by the sealed manifest at the end)
-                kind = {k: manifest[k] for k in ("format", "graph", "model_file", "config") if k in manifest}
+                kind = {k: manifest.raw[k] for k in ("format", "graph", "model_file", "config") if k in manifest.raw}
                 bundle.seal(attempt, kind)
                 scores = evaluate(
                     attempt,
@@ -114,7 +114,7 @@ def quantize(
             f.rename(tmp / f.name)
         attempt.rmdir()
         _copy_other_files(folder, manifest, tmp)
-        info = {k: v for k, v in manifest.items() if k not in ("files", "tools", "report", "budget")}
+        info = {k: v for k, v in manifest.raw.items() if k not in ("files", "tools", "report", "budget")}
         info.update(
             precision="int8" if ran.bits == 8 else weights,
             io=io,
@@ -139,7 +139,7 @@ def _checked_input(folder: Path) -> dict:
         manifest = verify(folder)
     except ManifestError as e:
         raise QuantizeError(str(e)) from None
-    kind = (manifest.get("format"), manifest.get("graph"))
+    kind = (manifest.format, manifest.graph)
     if kind[0] == "onnx" and kind[1] != "ort":
         raise QuantizeError(
             f"{folder} is an ONNX {kind[1]} graph; ONNX quantization targets the ort graph (MatMulNBits): "
@@ -147,9 +147,9 @@ def _checked_input(folder: Path) -> dict:
         )
     if kind[0] not in ("onnx", "openvino"):
         raise QuantizeError(f"{folder} is not an ONNX or OpenVINO export folder")
-    if manifest.get("precision", manifest.get("dtype")) not in ("fp16", "fp32"):
+    if manifest.precision not in ("fp16", "fp32"):
         raise QuantizeError(
-            f"{folder} is already quantized ({manifest.get('precision')}): quantize the fp16 export it came from"
+            f"{folder} is already quantized ({manifest.precision}): quantize the fp16 export it came from"
         )
     if kind[1] == "static":
         raise QuantizeError(f"{folder} is a static (NPU) export: use export --device-profile npu instead")
@@ -158,7 +158,7 @@ def _checked_input(folder: Path) -> dict:
 
 def _check_text_inputs(folder, manifest, recipe, scored: bool, calibration_text, eval_text, eval_windows) -> None:
     """What the run will read as text, checked before any compression starts."""
-    if (scored or recipe.data_aware) and "tokenizer.json" not in manifest["files"]:
+    if (scored or recipe.data_aware) and "tokenizer.json" not in manifest.files:
         raise QuantizeError(
             f"{folder} has no tokenizer.json, which the accuracy report, a budget and calibration read text "
             "through: export a model that has a tokenizer, or pass --no-report --data-free"
@@ -171,7 +171,7 @@ def _check_text_inputs(folder, manifest, recipe, scored: bool, calibration_text,
         if eval_windows < 1:
             raise QuantizeError(f"--eval-windows ({eval_windows}) must be at least 1")
         text, source = calibration.read_text(eval_text, "--eval-text")
-        tokens = len(Tokenizer(folder, manifest["files"]).encode(text))
+        tokens = len(Tokenizer(folder, manifest.files).encode(text))
         if tokens < WINDOW_TOKENS:
             raise QuantizeError(
                 f"{source} has {tokens} tokens, fewer than one {WINDOW_TOKENS}-token window: give a longer --eval-text"
@@ -192,15 +192,15 @@ def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_t
 
 
 def _compress(folder: Path, out: Path, recipe: Recipe, dataset, manifest: dict) -> tuple[Recipe, dict]:
-    if manifest["format"] == "onnx":
+    if manifest.format == "onnx":
         from .onnx_weights import compress_onnx
 
-        ran = compress_onnx(folder / manifest["model_file"], out / manifest["model_file"], recipe)
-        if manifest.get("runtime_file"):
+        ran = compress_onnx(folder / manifest.model_file, out / manifest.model_file, recipe)
+        if manifest.runtime_file:
             from qwen_edge.export.ort_graph import write_last_logits
 
-            write_last_logits(out / manifest["model_file"])
-        return ran, manifest["io"]
+            write_last_logits(out / manifest.model_file)
+        return ran, dict(manifest.io)
     import openvino as ov
 
     model = ov.Core().read_model(str(folder / MODEL_XML))
@@ -210,12 +210,12 @@ def _compress(folder: Path, out: Path, recipe: Recipe, dataset, manifest: dict) 
 
 
 def _weights_glob(manifest: dict) -> str:
-    return f"{manifest['model_file']}*" if manifest["format"] == "onnx" else "openvino_model.*"
+    return f"{manifest.model_file}*" if manifest.format == "onnx" else "openvino_model.*"
 
 
 def _copy_other_files(folder: Path, manifest: dict, out: Path) -> None:
-    model = manifest["model_file"] if manifest["format"] == "onnx" else "openvino_model."
-    for name in manifest["files"]:
+    model = manifest.model_file if manifest.format == "onnx" else "openvino_model."
+    for name in manifest.files:
         if not name.startswith(model) and name != REPORT and not (out / name).exists():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / name, out / name)

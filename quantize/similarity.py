@@ -18,7 +18,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from qwen_edge.runtime.generate import Sampling, generate
-from qwen_edge.runtime.manifest import read
 from qwen_edge.runtime.tokenizer import Tokenizer
 
 # Written for this project: code, prose, facts, instructions and a non-English line, as a coder
@@ -61,18 +60,9 @@ def compare(candidate: list[list[int]], reference: list[list[int]]) -> dict:
 
 
 def _step(folder: str | Path):
-    """The runtime's backend on `folder`; an OpenVINO folder without a manifest (optimum-cli's)
-    is read as a stateful IR."""
+    """The runtime's backend on `folder` (OpenVINO in f32); an OpenVINO folder without a manifest
+    (optimum-cli's) is read as a stateful IR."""
+    from qwen_edge.runtime import backend
     from qwen_edge.runtime.engine import CacheStep
 
-    from .evaluate import EXACT
-
-    folder = Path(folder)
-    if (folder / "manifest.json").exists() and read(folder).get("format") == "onnx":
-        from qwen_edge.runtime.onnx_backend import OnnxModel
-
-        return CacheStep(OnnxModel(folder, read(folder), "CPU", None, {}).new_cache())
-    from qwen_edge.runtime.openvino_backend import OpenVINOModel
-
-    manifest = read(folder) if (folder / "manifest.json").exists() else {"format": "openvino", "graph": "stateful"}
-    return CacheStep(OpenVINOModel(folder, manifest, "CPU", None, EXACT, None).new_cache())
+    return CacheStep(backend.load(folder, exact=True).new_cache())

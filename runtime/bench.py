@@ -304,22 +304,8 @@ def _text(path: str | None) -> str:
 
 
 def _profile(state: dict, top: int = 10) -> list[dict]:
-    """Top operator types by time: OpenVINO's counters of the last decode step, or ONNX Runtime's
-    profile of every call in the case."""
-    model, cache = state["engine"].model, state["step"].cache
-    totals: dict[str, float] = {}
-    if hasattr(cache, "request"):
-        for info in cache.request.get_profiling_info():
-            totals[info.node_type] = totals.get(info.node_type, 0.0) + info.real_time.total_seconds()
-    elif hasattr(model, "session"):
-        events = json.loads(Path(model.session.end_profiling()).read_text())
-        for e in events:
-            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-                op = e.get("args", {}).get("op_name", "?")
-                totals[op] = totals.get(op, 0.0) + e["dur"] / 1e6
-    whole = sum(totals.values()) or 1.0
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
-    return [{"op": op, "seconds": s, "share": s / whole} for op, s in ranked]
+    """Top operator types by time, as the backend reports them (see Backend.profile)."""
+    return state["engine"].model.profile(state["step"].cache, top)
 
 
 # ---------------------------------------------------------------- many cases, each in a subprocess
@@ -374,8 +360,8 @@ def bytes_per_token(folder: str | Path) -> tuple[int, int]:
     folder = Path(folder)
     total = weight_bytes(folder)
     manifest = read(folder)
-    table = _onnx_table_bytes(folder, manifest) if manifest.get("format") == "onnx" else _ov_table_bytes(folder)
-    rows = manifest.get("config", {}).get("vocab_size") or 1
+    table = _onnx_table_bytes(folder, manifest) if manifest.format == "onnx" else _ov_table_bytes(folder)
+    rows = manifest.config.get("vocab_size") or 1
     return total, total - table + table // rows
 
 
@@ -406,7 +392,7 @@ def _onnx_table_bytes(folder: Path, manifest: dict) -> int:
         import onnx
     except ImportError:  # the runtime alone: count every weight
         return 0
-    graph = onnx.load(str(folder / manifest["model_file"]), load_external_data=False).graph
+    graph = onnx.load(str(folder / manifest.model_file), load_external_data=False).graph
     sizes = {}
     for t in graph.initializer:
         length = next((int(e.value) for e in t.external_data if e.key == "length"), None)

@@ -21,8 +21,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from . import backend as backends
 from . import manifest as manifest_file
+from .backend import Backend
 from .generate import Sampling, Stats, generate
+from .manifest import Manifest
 from .streaming import TextStreamer
 from .tokenizer import Tokenizer
 
@@ -55,7 +58,9 @@ class Result:
 
 
 class Engine:
-    def __init__(self, folder: Path, manifest: dict, model, tokenizer: Tokenizer, backend: str, load_s: float):
+    def __init__(
+        self, folder: Path, manifest: Manifest, model: Backend, tokenizer: Tokenizer, backend: str, load_s: float
+    ):
         self.folder, self.manifest, self.model, self.tokenizer = folder, manifest, model, tokenizer
         self.backend, self.load_s = backend, load_s
 
@@ -85,18 +90,11 @@ class Engine:
             manifest = manifest_file.verify(folder, full=verify == "full") if verify else manifest_file.read(folder)
         except manifest_file.ManifestError as e:
             raise EngineError(str(e)) from None
-        fmt = manifest.get("format")
-        wanted = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt)
-        if wanted is None:
-            raise EngineError(f"{folder} is a {fmt!r} folder; the runtime runs onnx and openvino exports")
+        wanted = backends.BACKENDS[manifest.format][0]
         if backend not in ("auto", wanted):
-            raise EngineError(f"{folder} is an {fmt} export: it runs on --backend {wanted}, not {backend}")
+            raise EngineError(f"{folder} is an {manifest.format} export: it runs on --backend {wanted}, not {backend}")
         try:
-            if wanted == "openvino":
-                from .openvino_backend import OpenVINOModel as Model
-            else:
-                from .onnx_backend import OnnxModel as Model
-            model = Model(folder, manifest, device, threads, config or {}, cache_dir, profile)
+            model = backends.load(folder, manifest, device, threads, config, cache_dir, profile)
         except manifest_file.ManifestError as e:
             raise EngineError(str(e)) from None
         except (RuntimeError, OSError) as e:
@@ -106,7 +104,7 @@ class Engine:
                 f"{folder}: manifest.json does not describe the model in this folder ({type(e).__name__}: "
                 f"{_first_line(e)}); re-export the folder"
             ) from None
-        listed = manifest["files"]
+        listed = manifest.files
         tokenizer = Tokenizer(folder, listed) if "tokenizer.json" in listed else None  # ids-only folders
         load_s = time.perf_counter() - start
         log.debug("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
@@ -115,7 +113,7 @@ class Engine:
     @property
     def capacity(self) -> int | None:
         """Most tokens one session can hold (prompt and output)."""
-        return getattr(self.model, "capacity", None) or getattr(self.model, "max_positions", None)
+        return self.model.capacity
 
     def session(self) -> Session:
         return Session(self)
@@ -185,7 +183,7 @@ class Session:
         limited = room < sampling.max_new_tokens
         if limited:
             sampling = dataclasses.replace(sampling, max_new_tokens=room)
-        self.cache.truncate(keep)
+        self.cache.trim(keep)
         self.tokens = self.tokens[:keep]
         step = _Appender(self, ids[keep:], capacity)
         streamer = TextStreamer(self.engine.tokenizer.decode, stop)
@@ -226,7 +224,7 @@ class CacheStep:
         self.cache = cache
 
     def prefill(self, ids):
-        self.cache.truncate(0)
+        self.cache.trim(0)
         return self.cache.append(list(ids))
 
     def decode(self, token: int):

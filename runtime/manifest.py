@@ -12,9 +12,19 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 MANIFEST = "manifest.json"
+Format = Literal["onnx", "openvino"]
+Graph = Literal["ort", "portable", "static", "stateful", "stateless"]
+GRAPHS: dict[str, tuple[str, ...]] = {
+    "onnx": ("ort", "portable", "static"),
+    "openvino": ("stateful", "stateless", "static"),
+}
+DEFAULT_MODEL_FILE = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
 MAX_MANIFEST_BYTES = 16 << 20  # a real one is a few KB; a bigger one is not ours
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # top-level keys the code reads, and the type each must have when present
@@ -34,7 +44,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read(folder: str | Path) -> dict:
+def read(folder: str | Path) -> Manifest:
     """The manifest, checked for shape: a JSON object whose `files` lists safe names with sizes and
     sha256s, and whose model files are among them. Nothing is hashed here (see `verify`)."""
     folder = Path(folder)
@@ -49,7 +59,10 @@ def read(folder: str | Path) -> dict:
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); re-export the folder") from None
     _check_shape(folder, manifest)
-    return manifest
+    try:
+        return Manifest.parse(manifest)
+    except ManifestError as e:
+        raise ManifestError(f"{path}: {e}") from None
 
 
 def _check_shape(folder: Path, manifest) -> None:
@@ -96,11 +109,64 @@ def model_files(manifest: dict) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def listed(folder: str | Path, manifest: dict, name: str) -> Path:
-    """The path of `name` in `folder`, only if the manifest lists it (so it was verified)."""
-    if name not in manifest.get("files", {}):
+def listed(folder: str | Path, manifest: Manifest, name: str) -> Path:
+    """The path of `name` in `folder`, only if the manifest lists it (so it was verified). A
+    foreign folder (no manifest: optimum-cli's IR, opened by name for evaluation) lists nothing
+    and is read as it is."""
+    if manifest.foreign:
+        check_name(name, folder)
+    elif name not in manifest.files:
         raise ManifestError(f"{folder}: {name} is not listed in {MANIFEST}; re-export the folder")
     return Path(folder) / name
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json, parsed once: what the folder holds and how it runs. `raw` keeps the JSON as
+    written (recipe, report, budget, tries) for the commands that print or copy it."""
+
+    format: Format
+    graph: Graph
+    model_file: str
+    files: Mapping[str, Mapping] = field(default_factory=dict)
+    precision: str | None = None
+    runtime_file: str | None = None
+    decode_file: str | None = None
+    weights_file: str | None = None
+    target: str | None = None
+    config: Mapping = field(default_factory=dict)
+    shapes: Mapping = field(default_factory=dict)
+    io: Mapping = field(default_factory=dict)
+    source: Mapping = field(default_factory=dict)
+    raw: Mapping = field(default_factory=dict, repr=False)
+    foreign: bool = False  # no manifest.json: nothing listed, nothing verified
+
+    @classmethod
+    def parse(cls, data: dict) -> Manifest:
+        fmt = data.get("format")
+        if fmt not in GRAPHS:
+            raise ManifestError(f"format {fmt!r} is not one qwen-edge runs ({', '.join(GRAPHS)}); re-export the folder")
+        graph = data.get("graph", "stateful" if fmt == "openvino" else None)
+        if graph not in GRAPHS[fmt]:
+            raise ManifestError(f"{fmt} graph {graph!r} is not one of {', '.join(GRAPHS[fmt])}; re-export the folder")
+        known = {f.name for f in fields(cls)} - {"format", "graph", "raw", "foreign"}
+        values = {k: data[k] for k in known if data.get(k) is not None}
+        values.setdefault("model_file", DEFAULT_MODEL_FILE[fmt])
+        values.setdefault("precision", data.get("dtype"))  # early exports named it dtype
+        return cls(format=fmt, graph=graph, raw=data, **values)
+
+    @classmethod
+    def foreign_ir(cls) -> Manifest:
+        """An OpenVINO folder with no manifest (optimum-cli's export): a stateful IR."""
+        return cls(format="openvino", graph="stateful", model_file=DEFAULT_MODEL_FILE["openvino"], foreign=True)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions the model was trained for (config.json's max_position_embeddings)."""
+        return self.config.get("max_position_embeddings")
+
+    def model_files(self) -> list[str]:
+        return model_files(self.raw)
 
 
 def _regular_file(folder: Path, name: str) -> os.stat_result:
@@ -118,7 +184,7 @@ def _regular_file(folder: Path, name: str) -> os.stat_result:
     return st
 
 
-def verify(folder: str | Path, full: bool = False) -> dict:
+def verify(folder: str | Path, full: bool = False) -> Manifest:
     """The manifest, once every listed file is present with its recorded size and sha256.
 
     Hashing a model takes about a second per GB, on every load. So a folder that verified once is
@@ -127,7 +193,7 @@ def verify(folder: str | Path, full: bool = False) -> dict:
     a file changes its ctime, which no user can set back (`touch -r` restores the mtime only).
     `full=True` always hashes."""
     folder, manifest = Path(folder), read(folder)
-    files = manifest["files"]
+    files = manifest.files
     seen = {}
     for name, entry in files.items():
         st = _regular_file(folder, name)

@@ -13,6 +13,7 @@ cache, no copy of it through Python).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import static_window
-from .manifest import listed
+from .backend import forward_each, ranked
+from .manifest import Manifest, listed
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +37,25 @@ PROVIDERS = {
 
 
 class OnnxModel:
+    """The Backend contract (runtime/backend.py) on ONNX Runtime."""
+
+    name = "onnxruntime"
+
     def __init__(
         self,
         folder: Path,
-        manifest: dict,
+        manifest: Manifest,
         device: str,
         threads: int | None,
         config: dict,
         cache_dir=None,
         profile=False,
+        all_logits=False,
+        exact=False,  # the CPU provider computes these graphs in f32 already
     ):
         import onnxruntime as ort
+
+        self.manifest, self.all_logits = manifest, all_logits
 
         provider = PROVIDERS.get(device.upper(), device)
         if provider not in ort.get_available_providers():
@@ -68,8 +78,9 @@ class OnnxModel:
         for key, value in (config or {}).items():
             options.add_session_config_entry(key, str(value))
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
-        self.graph = manifest.get("graph")
-        graph_file = manifest.get("runtime_file") or manifest["model_file"]
+        self.graph = manifest.graph
+        # all_logits (evaluation) needs the graph whose logits cover every position
+        graph_file = manifest.model_file if all_logits else manifest.runtime_file or manifest.model_file
         self.session = ort.InferenceSession(str(listed(folder, manifest, graph_file)), options, providers=providers)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.inputs = set(inputs)
@@ -77,13 +88,12 @@ class OnnxModel:
         first = inputs[self.past[0]]
         self.kv_dtype = np.float16 if "float16" in first.type else np.float32
         self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
-        cfg = manifest.get("config", {})
-        self.max_positions = cfg.get("max_position_embeddings") or 32768
+        self.capacity = manifest.max_positions or 32768
         if self.graph == "static":
-            shapes = manifest["shapes"]
+            shapes = manifest.shapes
             self.window, self.capacity = shapes["max_prompt"], shapes["max_context"]
             self.decode_session = ort.InferenceSession(
-                str(listed(folder, manifest, manifest["decode_file"])), options, providers=providers
+                str(listed(folder, manifest, manifest.decode_file)), options, providers=providers
             )
 
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")
@@ -91,16 +101,57 @@ class OnnxModel:
         self.vocab = logits.shape[-1]
         self.last_only = logits.shape[1] == 1 or logits.shape[1] == "1"
 
-    def bind_logits(self, binding, n: int) -> np.ndarray:
+    def bind_logits(self, binding, n: int, every: bool = False) -> np.ndarray:
         """A buffer the next run writes the logits into ([1, n or 1, vocab])."""
-        out = np.empty((1, 1 if self.last_only else n, self.vocab), self.logits_dtype)
+        out = np.empty((1, 1 if self.last_only and not every else n, self.vocab), self.logits_dtype)
         binding.bind_output("logits", "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
         return out
 
+    def last(self, logits: np.ndarray) -> np.ndarray:
+        """What a cache's append returns from a run's [1, n, vocab] logits."""
+        return logits[0].astype(np.float32) if self.all_logits else logits[0, -1].astype(np.float32)
+
     def new_cache(self):
         if self.graph == "static":
-            return StaticCache(self)
+            return self._static_cache()
         return SharedBufferCache(self) if self.graph == "ort" else GrowingCache(self)
+
+    forward = staticmethod(forward_each)  # one sequence per call: batching the ort graph comes with the server
+
+    def profile(self, cache=None, top: int = 10) -> list[dict]:
+        """Top operator types over every call since load (ONNX Runtime's profile; load with profile)."""
+        totals: dict[str, float] = {}
+        for e in json.loads(Path(self.session.end_profiling()).read_text()):
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                op = e.get("args", {}).get("op_name", "?")
+                totals[op] = totals.get(op, 0.0) + e["dur"] / 1e6
+        return ranked(totals, top)
+
+    def _static_cache(self) -> static_window.StaticWindowCache:
+        shape = (1, self.kv_heads, self.capacity, self.head_dim)
+        buffers = [{n: _value(np.zeros(shape, self.kv_dtype)) for n in self.past} for _ in range(2)]
+
+        def runner():
+            sessions = {True: self.decode_session, False: self.session}
+            bindings = {decode: s.io_binding() for decode, s in sessions.items()}
+
+            def run(decode: bool, feed: dict, past: dict, present: dict) -> np.ndarray:
+                b = bindings[decode]
+                for name, array in feed.items():
+                    b.bind_cpu_input(name, array)
+                for name, value in past.items():
+                    b.bind_ortvalue_input(name, value)
+                    b.bind_ortvalue_output(name.replace("past_key_values", "present"), present[name])
+                out = self.bind_logits(b, feed["input_ids"].shape[1], every=True)
+                sessions[decode].run_with_iobinding(b)
+                return out[0]
+
+            return run
+
+        def copy(values: dict) -> dict:
+            return {n: _value(v.numpy().copy()) for n, v in values.items()}
+
+        return static_window.StaticWindowCache(self.window, self.capacity, buffers, runner, copy)
 
 
 def _value(array: np.ndarray):
@@ -113,17 +164,17 @@ class SharedBufferCache:
     """The ort graph's cache: past and present are the same buffer, written in place."""
 
     def __init__(self, model: OnnxModel, initial: int = 1024):
-        self.model, self.length, self.tokens = model, 0, []
-        self.capacity = model.max_positions
+        self.model, self.length = model, 0
+        self.capacity = model.capacity
         self.binding = model.session.io_binding()
+        self.arrays: dict[str, np.ndarray] = {}
         self._allocate(min(initial, self.capacity))
 
     def _allocate(self, size: int) -> None:
-        m, old = self.model, getattr(self, "arrays", None)
+        m, old = self.model, self.arrays
         self.arrays = {n: np.zeros((1, m.kv_heads, size, m.head_dim), m.kv_dtype) for n in m.past}
-        if old is not None:  # keep what is cached
-            for name, array in old.items():
-                self.arrays[name][:, :, : self.length] = array[:, :, : self.length]
+        for name, array in old.items():  # keep what is cached
+            self.arrays[name][:, :, : self.length] = array[:, :, : self.length]
         self.values = {n: _value(a) for n, a in self.arrays.items()}
         for name, value in self.values.items():
             self.binding.bind_ortvalue_input(name, value)
@@ -144,10 +195,17 @@ class SharedBufferCache:
         logits = self.model.bind_logits(b, len(ids))
         self.model.session.run_with_iobinding(b)
         self.length = end
-        return logits[0, -1].astype(np.float32)
+        return self.model.last(logits)
 
-    def truncate(self, n: int) -> None:
+    def trim(self, n: int) -> None:
         self.length = min(self.length, n)  # later slots are ignored (seqlens_k), then overwritten
+
+    def fork(self) -> SharedBufferCache:
+        other = SharedBufferCache(self.model, initial=self.mask.shape[1])
+        for name, array in self.arrays.items():
+            other.arrays[name][:, :, : self.length] = array[:, :, : self.length]
+        other.length = self.length
+        return other
 
 
 class GrowingCache:
@@ -155,7 +213,7 @@ class GrowingCache:
 
     def __init__(self, model: OnnxModel):
         self.model, self.length = model, 0
-        self.capacity = model.max_positions
+        self.capacity = model.capacity
         self.binding = model.session.io_binding()
         self.outputs = [o.name for o in model.session.get_outputs()]
         self._empty()
@@ -184,49 +242,17 @@ class GrowingCache:
         m.session.run_with_iobinding(b)
         self.past = present
         self.length = end
-        return logits[0, -1].astype(np.float32)
+        return m.last(logits)
 
-    def truncate(self, n: int) -> None:
+    def trim(self, n: int) -> None:
         if n == 0:
             self._empty()
         elif n < self.length:
             self.past = {k: _value(np.ascontiguousarray(v.numpy()[:, :, :n])) for k, v in self.past.items()}
         self.length = min(self.length, n)
 
-
-class StaticCache:
-    """The static pair's cache: fixed [1, kv, capacity, d] buffers that swap each call."""
-
-    def __init__(self, model: OnnxModel):
-        self.model, self.length, self.tokens = model, 0, []
-        self.capacity, self.window = model.capacity, model.window
-        shape = (1, model.kv_heads, self.capacity, model.head_dim)
-        self.buffers = [{n: _value(np.zeros(shape, model.kv_dtype)) for n in model.past} for _ in range(2)]
-        self.current = 0
-        self.bindings = {s: s.io_binding() for s in (model.session, model.decode_session)}
-
-    def append(self, ids: Sequence[int]) -> np.ndarray:
-        plan = static_window.plan(self.length, len(ids), self.window, self.capacity)
-        self.tokens = self.tokens[: self.length] + list(ids)
-        for chunk in plan:
-            session = self.model.decode_session if chunk.size == 1 else self.model.session
-            b = self.bindings[session]
-            tokens = self.tokens[chunk.start : chunk.end] + [0] * (chunk.size - chunk.real)
-            slots = np.arange(chunk.start, chunk.start + chunk.size, dtype=np.int64)
-            b.bind_cpu_input("input_ids", np.array([tokens], np.int64))
-            b.bind_cpu_input("attention_mask", (np.arange(self.capacity) < chunk.end).astype(np.int64)[None])
-            b.bind_cpu_input("position_ids", slots[None])
-            b.bind_cpu_input("cache_position", slots)
-            past, present = self.buffers[self.current], self.buffers[1 - self.current]
-            for name, value in past.items():
-                b.bind_ortvalue_input(name, value)
-                b.bind_ortvalue_output(name.replace("past_key_values", "present"), present[name])
-            out = self.model.bind_logits(b, chunk.size)
-            session.run_with_iobinding(b)
-            self.current = 1 - self.current
-            logits = out[0, chunk.real - 1]
-        self.length += len(ids)
-        return logits.astype(np.float32)
-
-    def truncate(self, n: int) -> None:
-        self.length = min(self.length, n)
+    def fork(self) -> GrowingCache:
+        other = GrowingCache(self.model)
+        other.past = {k: _value(v.numpy().copy()) for k, v in self.past.items()}
+        other.length = self.length
+        return other

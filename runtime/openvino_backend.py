@@ -19,20 +19,38 @@ from pathlib import Path
 import numpy as np
 
 from . import static_window
-from .manifest import listed
+from .backend import forward_each, ranked
+from .manifest import Manifest, listed
 
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per prefill call on the stateful IR
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}  # no bf16 compute, no u8 KV cache
 
 
 class OpenVINOModel:
+    """The Backend contract (runtime/backend.py) on OpenVINO."""
+
+    name = "openvino"
+
     def __init__(
-        self, folder: Path, manifest: dict, device: str, threads: int | None, config: dict, cache_dir, profile=False
+        self,
+        folder: Path,
+        manifest: Manifest,
+        device: str,
+        threads: int | None,
+        config: dict,
+        cache_dir,
+        profile=False,
+        all_logits=False,
+        exact=False,
     ):
         import openvino as ov
 
-        self.core, self.static = ov.Core(), manifest.get("graph") == "static"
+        self.manifest, self.all_logits = manifest, all_logits
+        self.profiling, self.requests = profile, []
+
+        self.core, self.static = ov.Core(), manifest.graph == "static"
         options = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             options["INFERENCE_NUM_THREADS"] = int(threads)
@@ -40,6 +58,8 @@ class OpenVINOModel:
             options["CACHE_DIR"] = str(cache_dir)
         if profile:
             options["PERF_COUNT"] = True
+        if exact:
+            options.update(EXACT)
         options.update(config or {})
         present = {d.split(".")[0] for d in self.core.available_devices}
         if device.split(".")[0] not in present and not device.startswith(("AUTO", "HETERO", "MULTI")):
@@ -48,23 +68,23 @@ class OpenVINOModel:
                 f"{', '.join(self.core.available_devices)}); pass --device CPU"
             )
         if self.static:
-            shapes = manifest["shapes"]
+            shapes = manifest.shapes
             self.window, self.capacity = shapes["max_prompt"], shapes["max_context"]
-            weights = manifest.get("weights_file")  # the pair shares one weights file
+            weights = manifest.weights_file  # the pair shares one weights file
 
             def compiled(name):
                 xml = str(listed(folder, manifest, name))
                 bin_ = listed(folder, manifest, weights or name.removesuffix(".xml") + ".bin")
                 return self.core.compile_model(self.core.read_model(xml, str(bin_)), device, options)
 
-            self.prefill = compiled(manifest.get("model_file", "openvino_model.xml"))
-            self.decode = compiled(manifest["decode_file"])
+            self.prefill = compiled(manifest.model_file)
+            self.decode = compiled(manifest.decode_file)
             self.past = [p.get_any_name() for p in self.decode.inputs if p.get_any_name().startswith("past_key")]
             shape = self.decode.input(self.past[0]).get_partial_shape()
             self.kv_shape = [d.get_length() for d in shape]
             self.kv_dtype = self.decode.input(self.past[0]).get_element_type().to_dtype()
         else:
-            xml = manifest.get("model_file", "openvino_model.xml")
+            xml = manifest.model_file
             bin_ = listed(folder, manifest, xml.removesuffix(".xml") + ".bin")
             model = self.core.read_model(str(listed(folder, manifest, xml)), str(bin_))
             self.inputs = {p.get_any_name() for p in model.inputs}
@@ -75,14 +95,56 @@ class OpenVINOModel:
                 shape = model.input(self.past[0]).get_partial_shape()
                 self.kv_heads, self.head_dim = shape[1].get_length(), shape[3].get_length()
                 self.kv_dtype = model.input(self.past[0]).get_element_type().to_dtype()
-            _logits_of_last_position(model)
+            if not all_logits:
+                _logits_of_last_position(model)
             self.compiled = self.core.compile_model(model, device, options)
-            self.capacity = manifest.get("config", {}).get("max_position_embeddings")
+            self.capacity = manifest.max_positions or 32768
 
     def new_cache(self):
         if self.static:
-            return StaticCache(self)
+            return self._static_cache()
         return StatelessCache(self) if self.past else StatefulCache(self)
+
+    forward = staticmethod(forward_each)
+
+    def request(self, compiled):
+        """A new infer request (remembered when profiling, for profile())."""
+        request = compiled.create_infer_request()
+        if self.profiling:
+            self.requests.append(request)
+        return request
+
+    def profile(self, cache=None, top: int = 10) -> list[dict]:
+        """Top operator types of the last call of each request made since load (OpenVINO's
+        counters; load with profile)."""
+        totals: dict[str, float] = {}
+        for request in self.requests:
+            for info in request.get_profiling_info():
+                totals[info.node_type] = totals.get(info.node_type, 0.0) + info.real_time.total_seconds()
+        return ranked(totals, top)
+
+    def _static_cache(self) -> static_window.StaticWindowCache:
+        import openvino as ov
+
+        buffers = [{name: ov.Tensor(np.zeros(self.kv_shape, self.kv_dtype)) for name in self.past} for _ in range(2)]
+
+        def runner():
+            requests = {True: self.request(self.decode), False: self.request(self.prefill)}
+
+            def run(decode: bool, feed: dict, past: dict, present: dict) -> np.ndarray:
+                request = requests[decode]
+                for name, tensor in past.items():
+                    request.set_tensor(name, tensor)
+                    request.set_tensor(name.replace("past_key_values", "present"), present[name])
+                request.infer(feed, share_inputs=True)
+                return request.get_tensor("logits").data[0]
+
+            return run
+
+        def copy(tensors: dict) -> dict:
+            return {name: ov.Tensor(t.data.copy()) for name, t in tensors.items()}
+
+        return static_window.StaticWindowCache(self.window, self.capacity, buffers, runner, copy)
 
 
 def _logits_of_last_position(model) -> None:
@@ -114,9 +176,9 @@ class StatefulCache:
     """The KV cache inside one infer request's state."""
 
     def __init__(self, model: OpenVINOModel):
-        self.request = model.compiled.create_infer_request()
+        self.model, self.request = model, model.request(model.compiled)
         self.inputs, self.capacity, self.length = model.inputs, model.capacity, 0
-        size = self.capacity or 32768
+        size = self.capacity
         self.mask = np.ones((1, size), np.int64)
         self.positions = np.arange(size, dtype=np.int64)[None]
         self.beam = np.zeros(1, np.int32)
@@ -125,9 +187,10 @@ class StatefulCache:
         # Long prompts go in chunks: the attention and MLP intermediates of a 1024-token call cost
         # ~200 MB more peak memory than LLMPipeline (which splits prefill too), for no speed.
         ids = list(ids)
-        for start in range(0, len(ids), PREFILL_CHUNK):
-            logits = self._call(ids[start : start + PREFILL_CHUNK])
-        return np.array(logits[0, -1], np.float32)
+        parts = [
+            np.array(self._call(ids[s : s + PREFILL_CHUNK])[0], np.float32) for s in range(0, len(ids), PREFILL_CHUNK)
+        ]
+        return np.concatenate(parts) if self.model.all_logits else parts[-1][-1]
 
     def _call(self, ids: list[int]):
         end = self.length + len(ids)
@@ -144,7 +207,7 @@ class StatefulCache:
         self.length = end
         return out["logits"]
 
-    def truncate(self, n: int) -> None:
+    def trim(self, n: int) -> None:
         """Keep the first n positions (n = 0: a fresh conversation)."""
         import openvino as ov
 
@@ -156,6 +219,17 @@ class StatefulCache:
                 state.state = ov.Tensor(kept)
         self.length = min(self.length, n)
 
+    def fork(self) -> StatefulCache:
+        import openvino as ov
+
+        other = StatefulCache(self.model)
+        if self.length:
+            mine = {state.name: state for state in self.request.query_state()}
+            for state in other.request.query_state():
+                state.state = ov.Tensor(np.ascontiguousarray(mine[state.name].state.data[:, :, : self.length]))
+        other.length = self.length
+        return other
+
 
 class StatelessCache:
     """The stateless IR (past_key_values in, present out): each call's present is the next past.
@@ -164,9 +238,9 @@ class StatelessCache:
 
     def __init__(self, model: OpenVINOModel):
         self.model, self.length = model, 0
-        self.request = model.compiled.create_infer_request()
+        self.request = model.request(model.compiled)
         self.capacity = model.capacity
-        self.truncate(0)
+        self.trim(0)
 
     def append(self, ids: Sequence[int]) -> np.ndarray:
         end = self.length + len(ids)
@@ -179,9 +253,16 @@ class StatelessCache:
         out = self.request.infer({k: v for k, v in feed.items() if k in self.model.inputs})
         self.past = {name: out[name.replace("past_key_values", "present")] for name in self.model.past}
         self.length = end
-        return np.array(out["logits"][0, -1], np.float32)
+        logits = out["logits"][0]
+        return np.array(logits if self.model.all_logits else logits[-1], np.float32)
 
-    def truncate(self, n: int) -> None:
+    def fork(self) -> StatelessCache:
+        other = StatelessCache(self.model)
+        other.past = {k: np.array(v, copy=True) for k, v in self.past.items()}
+        other.length = self.length
+        return other
+
+    def trim(self, n: int) -> None:
         if n == 0 or self.length == 0:
             m = self.model
             empty = np.zeros((1, m.kv_heads, 0, m.head_dim), m.kv_dtype)
@@ -189,46 +270,3 @@ class StatelessCache:
         else:
             self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
         self.length = min(self.length, n)
-
-
-class StaticCache:
-    """Explicit KV tensors of the static (NPU) pair, in two buffers that swap each call."""
-
-    def __init__(self, model: OpenVINOModel):
-        import openvino as ov
-
-        self.model, self.capacity, self.window, self.length = model, model.capacity, model.window, 0
-        self.prefill = model.prefill.create_infer_request()
-        self.decode = model.decode.create_infer_request()
-        self.buffers = [
-            {name: ov.Tensor(np.zeros(model.kv_shape, model.kv_dtype)) for name in model.past} for _ in range(2)
-        ]
-        self.current = 0
-        self.tokens: list[int] = []
-
-    def append(self, ids: Sequence[int]) -> np.ndarray:
-        plan = static_window.plan(self.length, len(ids), self.window, self.capacity)
-        self.tokens = self.tokens[: self.length] + list(ids)
-        logits = None
-        for chunk in plan:
-            request = self.decode if chunk.size == 1 else self.prefill
-            tokens = self.tokens[chunk.start : chunk.start + chunk.real] + [0] * (chunk.size - chunk.real)
-            slots = np.arange(chunk.start, chunk.start + chunk.size, dtype=np.int64)
-            feed = {
-                "input_ids": np.array([tokens], np.int64),
-                "attention_mask": (np.arange(self.capacity) < chunk.start + chunk.real).astype(np.int64)[None],
-                "position_ids": slots[None],
-                "cache_position": slots,
-            }
-            past, present = self.buffers[self.current], self.buffers[1 - self.current]
-            for name, tensor in past.items():
-                request.set_tensor(name, tensor)
-                request.set_tensor(name.replace("past_key_values", "present"), present[name])
-            request.infer(feed, share_inputs=True)
-            self.current = 1 - self.current
-            logits = request.get_tensor("logits").data[0, chunk.real - 1]
-        self.length += len(ids)
-        return np.array(logits, np.float32)
-
-    def truncate(self, n: int) -> None:
-        self.length = min(self.length, n)  # slots past `length` are masked, then overwritten

@@ -31,4 +31,31 @@ def real_gguf() -> Path:
     return fetch()
 
 
+WINDOW, CAPACITY = 8, 64  # the static folders' prompt window and KV slots
+
+
+@pytest.fixture(scope="session")
+def export_kinds(tmp_path_factory):
+    """(torch model, folder) with every folder kind the exporter writes for one tiny model:
+    openvino (stateful), openvino-stateless, npu (static pair, INT4), ort, portable, static."""
+    from qwen_edge.export.to_onnx import export_onnx
+    from qwen_edge.export.to_openvino import export_openvino
+    from qwen_edge.models.shapes import random_model
+
+    from .gguf_writer import write_gguf
+
+    tmp = tmp_path_factory.mktemp("kinds")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QWEN_EDGE_CACHE", str(tmp / "cache"))
+        model = random_model("tiny-untied", seed=4, std=0.1)
+        gguf = str(write_gguf(model, tmp / "m.gguf"))
+        export_openvino(gguf, tmp / "openvino", weights="fp32")
+        export_openvino(gguf, tmp / "openvino-stateless", weights="fp32", stateless=True)
+        export_openvino(gguf, tmp / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY)
+        export_onnx(gguf, tmp / "ort")
+        export_onnx(gguf, tmp / "portable", graph="portable")
+        export_onnx(gguf, tmp / "static", graph="static", max_prompt=WINDOW, max_context=CAPACITY)
+    return model, tmp
+
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

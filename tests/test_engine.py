@@ -7,14 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from qwen_edge.export.to_onnx import export_onnx
-from qwen_edge.export.to_openvino import export_openvino
 from qwen_edge.models.reference import TorchStep
-from qwen_edge.models.shapes import random_model
 from qwen_edge.runtime import Engine, EngineError
 from qwen_edge.runtime.generate import Sampling, generate
-
-from .gguf_writer import write_gguf
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 PROMPT = [5, 17, 300, 2, 99, 41, 7, 8, 9, 10, 11]
@@ -22,20 +17,8 @@ WINDOW, CAPACITY = 8, 64
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    import os
-
-    tmp = tmp_path_factory.mktemp("engine")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    model = random_model("tiny-untied", seed=4, std=0.1)
-    gguf = str(write_gguf(model, tmp / "m.gguf"))
-    export_openvino(gguf, tmp / "openvino", weights="fp32")
-    export_openvino(gguf, tmp / "openvino-stateless", weights="fp32", stateless=True)
-    export_openvino(gguf, tmp / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY)
-    export_onnx(gguf, tmp / "ort")
-    export_onnx(gguf, tmp / "portable", graph="portable")
-    export_onnx(gguf, tmp / "static", graph="static", max_prompt=WINDOW, max_context=CAPACITY)
-    return model, tmp
+def folders(export_kinds):
+    return export_kinds
 
 
 def load(folder):

@@ -25,8 +25,8 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def static_pair(folder, manifest):
-    prefill = openvino_ir.read_ir(folder, manifest, manifest["model_file"])
-    decode = openvino_ir.read_ir(folder, manifest, manifest["decode_file"])
+    prefill = openvino_ir.read_ir(folder, manifest["model_file"], manifest["weights_file"])
+    decode = openvino_ir.read_ir(folder, manifest["decode_file"], manifest["weights_file"])
     return OVSession(prefill), OVSession(decode)
 
 

@@ -1,0 +1,72 @@
+"""The backend contract (runtime/backend.py) on every folder kind: trim rolls back, fork copies,
+forward runs several sequences, and all of it equals a fresh run of the same tokens."""
+
+import numpy as np
+import pytest
+
+from qwen_edge.runtime import backend
+from qwen_edge.runtime.backend import BACKENDS
+
+KINDS = ["openvino", "openvino-stateless", "npu", "ort", "portable", "static"]
+PROMPT = [5, 17, 300, 2, 99, 41, 7, 8, 9, 10, 11]
+
+
+def load(folder):
+    return backend.load(folder, exact=True)
+
+
+def fresh(b, ids):
+    return b.new_cache().append(ids)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_contract_on_every_folder_kind(export_kinds, kind):
+    _, tmp = export_kinds
+    b = load(tmp / kind)
+    assert b.name == BACKENDS[b.manifest.format][0] and isinstance(b.capacity, int) and b.capacity > len(PROMPT)
+    cache = b.new_cache()
+    cache.append(PROMPT)
+    assert cache.length == len(PROMPT)
+
+    fork = cache.fork()  # a copy: the same next logits, and independent afterwards
+    np.testing.assert_allclose(fork.append([42]), fresh(b, PROMPT + [42]), atol=1e-4)
+    np.testing.assert_allclose(cache.append([43]), fresh(b, PROMPT + [43]), atol=1e-4)
+    np.testing.assert_allclose(fork.append([44]), fresh(b, PROMPT + [42, 44]), atol=1e-4)
+
+    cache.trim(5)  # roll back rejected tokens, then go on as if they never came
+    assert cache.length == 5
+    np.testing.assert_allclose(cache.append([77, 78]), fresh(b, PROMPT[:5] + [77, 78]), atol=1e-4)
+    cache.trim(0)
+    np.testing.assert_allclose(cache.append(PROMPT[:3]), fresh(b, PROMPT[:3]), atol=1e-4)
+
+    a, c = b.new_cache(), b.new_cache()  # several sequences at different positions
+    a.append(PROMPT)
+    got = b.forward([a, c], [[9], PROMPT[:4]])
+    np.testing.assert_allclose(got[0], fresh(b, PROMPT + [9]), atol=1e-4)
+    np.testing.assert_allclose(got[1], fresh(b, PROMPT[:4]), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["openvino", "ort", "portable"])
+def test_all_logits_cover_every_position(export_kinds, kind):
+    _, tmp = export_kinds
+    every = backend.load(tmp / kind, all_logits=True, exact=True).new_cache().append(PROMPT)
+    b = load(tmp / kind)
+    assert every.shape[0] == len(PROMPT)
+    for n in (1, 6, len(PROMPT)):
+        np.testing.assert_allclose(every[n - 1], fresh(b, PROMPT[:n]), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["openvino", "ort"])
+def test_profile_names_operators(export_kinds, kind):
+    _, tmp = export_kinds
+    b = backend.load(tmp / kind, profile=True)
+    cache = b.new_cache()
+    cache.append(PROMPT)
+    cache.append([3])
+    top = b.profile(cache)
+    ops = {row["op"] for row in top}
+    assert (
+        top
+        and abs(sum(r["share"] for r in top) - 1) < 0.2
+        and ("MatMul" in ops or "FullyConnected" in ops or "MatMulNBits" in ops)
+    ), top
