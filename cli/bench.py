@@ -51,7 +51,7 @@ def run(
 
     from tqdm import tqdm
 
-    from qwen_edge.runtime import bench
+    from qwen_edge.bench import measure as bench
     from qwen_edge.runtime.engine import EngineError
     from qwen_edge.runtime.manifest import ManifestError, read
 
@@ -107,7 +107,7 @@ def run(
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
     if report:
-        from qwen_edge.runtime.bench_report import write_report
+        from qwen_edge.bench.report import write_report
 
         write_report(result, Path(report))
         print(f"report: {Path(report) / 'report.md'}")
@@ -127,7 +127,7 @@ def _limit(manifest: dict, runtime: str = "ours") -> int:
 def _collect(plans, outcomes) -> dict:
     import statistics
 
-    from qwen_edge.runtime import bench
+    from qwen_edge.bench import measure as bench
 
     rows = []
     for folder, runtime, _ in plans:

@@ -7,8 +7,12 @@ The result equals running the whole conversation from scratch; only the cost dif
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from .engine import EngineError, Result, Session
+from .result import EngineError, Result
+
+if TYPE_CHECKING:  # the engine makes chats: importing it here would be a cycle
+    from .engine import Session
 
 OVERFLOW = ("error", "trim")
 

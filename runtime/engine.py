@@ -18,14 +18,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 
 from . import backend as backends
 from . import manifest as manifest_file
 from .backend import Backend
-from .generate import Sampling, Stats, generate
+from .chat import Chat
+from .generate import Sampling, generate
 from .manifest import Manifest
+from .result import EngineError, Result
 from .streaming import TextStreamer
 from .tokenizer import Tokenizer
 
@@ -33,28 +35,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
 SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
-
-
-class EngineError(ValueError):
-    """The folder, backend or device cannot be run as asked."""
-
-
-@dataclass
-class Result:
-    text: str
-    prompt_token_ids: list[int]
-    token_ids: list[int]
-    stats: Stats = field(default_factory=Stats)
-    stopped_by: str = "length"  # "eos", "stop", "length", "context" (the cache is full) or "cancelled"
-
-    def to_dict(self) -> dict:
-        return {
-            "text": self.text,
-            "prompt_token_ids": self.prompt_token_ids,
-            "token_ids": self.token_ids,
-            "stopped_by": self.stopped_by,
-            "stats": self.stats.to_dict(),
-        }
 
 
 class Engine:
@@ -125,9 +105,7 @@ class Engine:
     def generate(self, prompt: str | Sequence[int], **options) -> Result:
         return self.session().generate(prompt, **options)
 
-    def chat(self, system: str | None = None, overflow: str = "error"):
-        from .chat import Chat
-
+    def chat(self, system: str | None = None, overflow: str = "error") -> Chat:
         return Chat(self.session(), system=system, overflow=overflow)
 
 

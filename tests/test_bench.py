@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from qwen_edge.runtime import bench
+from qwen_edge.bench import measure as bench
 
 
 class FakeClock:

@@ -95,7 +95,7 @@ def test_llm_pipeline_generates_like_torch(gguf_ir):
 
     model, folder = gguf_ir
     assert (folder / "openvino_tokenizer.xml").exists() and (folder / "openvino_detokenizer.xml").exists()
-    assert verify(folder)["tokenizer"]
+    assert verify(folder).raw["tokenizer"]
     pipe = openvino_genai.LLMPipeline(str(folder), "CPU", **F32)
     config = pipe.get_generation_config()
     config.max_new_tokens, config.do_sample = 12, False

@@ -82,7 +82,7 @@ def test_int4_data_aware_keeps_embeddings_at_int8_and_reports(fp16_folder, tmp_p
     assert report["generation"]["prompts"] == 8 and 0 <= report["generation"]["similarity"] <= 1
     assert (
         manifest["files"]["openvino_model.bin"]["bytes"]
-        < 0.5 * verify(fp16_folder)["files"]["openvino_model.bin"]["bytes"]
+        < 0.5 * verify(fp16_folder).files["openvino_model.bin"]["bytes"]
     )
 
 
@@ -235,13 +235,13 @@ def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, caps
     out = tmp_path / "q"
     assert main(["export", str(gguf), "-o", str(out), "--format", "openvino", "--weights", "int8"]) == 0
     manifest = verify(out)
-    assert manifest["precision"] == "int8" and manifest["report"]["top1_agreement"] > 0.5
+    assert manifest.precision == "int8" and manifest.raw["report"]["top1_agreement"] > 0.5
     assert "top-1 agreement" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the fp16 stage is gone
     # ONNX ort exports quantize in one go too; a two-format export does not (one line, nothing written)
     assert main(["export", str(gguf), "-o", str(tmp_path / "o"), "--weights", "int4"]) == 0
     onnx_manifest = verify(tmp_path / "o")
-    assert (onnx_manifest["format"], onnx_manifest["precision"]) == ("onnx", "int4")
+    assert (onnx_manifest.format, onnx_manifest.precision) == ("onnx", "int4")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     capsys.readouterr()
     assert main(["export", str(gguf), "-o", str(tmp_path / "a"), "--format", "all", "--weights", "int4"]) == 2

@@ -1,7 +1,7 @@
 """Latency and memory of export folders, ours and the ecosystem runtimes', measured the same way.
 
 One *case* = one runtime on one folder, measured in a process of its own (`python -m
-qwen_edge.runtime.bench CASE_JSON`), so its peak RSS is its own and nothing it loaded helps the
+qwen_edge.bench.measure CASE_JSON`), so its peak RSS is its own and nothing it loaded helps the
 next case. In a case: load (timed), one warm-up generation (excluded), then for each prompt length
 `reps` prompts cut from real text at different offsets (no prefix cache can help), each followed
 by `new_tokens` greedy tokens with EOS ignored. Per token the wall clock is stamped; from the
@@ -123,6 +123,9 @@ def summarize(samples: list[dict]) -> dict[int | str, dict]:
             "decode_tokens_per_s_p90": float(np.percentile(tps, 90)),
             "prefill_tokens_per_s": statistics.median(s["prefill_tokens_per_s"] for s in group),
         }
+        overhead = [s["overhead_share"] for s in group if s.get("overhead_share") is not None]
+        if overhead:  # ours only: decode time spent outside the backend call
+            out[length]["overhead_share"] = statistics.median(overhead)
     return out
 
 
@@ -150,21 +153,40 @@ def peak_rss_mb() -> float:
 
 
 def _ours(case: Case):
-    from .engine import Engine
-    from .generate import Sampling, generate
+    from qwen_edge.runtime.engine import Engine
+    from qwen_edge.runtime.generate import Sampling, generate
 
     engine = Engine.load(case.folder, device=case.device, profile=case.profile)
     state = {"engine": engine}
 
     def run(ids, n):
-        step = state["step"] = engine.step()
+        step = state["step"] = TimedStep(engine.step())
         start, stamps, out = time.perf_counter(), [], []
         for token in generate(step, ids, Sampling(max_new_tokens=n, ignore_eos=True)):
             stamps.append(time.perf_counter())
             out.append(token)
+        decode_s = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+        # the share of decode time outside the backend call: sampling, streaming, bookkeeping
+        state["extra"] = {"overhead_share": max(0.0, 1 - step.decode_s / decode_s) if decode_s > 0 else None}
         return out, start, stamps
 
     return run, engine.tokenizer.encode, state
+
+
+class TimedStep:
+    """A Step that adds up the time spent inside the backend's decode calls."""
+
+    def __init__(self, step):
+        self.inner, self.cache, self.decode_s = step, step.cache, 0.0
+
+    def prefill(self, ids):
+        return self.inner.prefill(ids)
+
+    def decode(self, token):
+        start = time.perf_counter()
+        logits = self.inner.decode(token)
+        self.decode_s += time.perf_counter() - start
+        return logits
 
 
 def _llm_pipeline(case: Case):
@@ -284,6 +306,7 @@ def measure(case: Case, runner=None, clock=time.perf_counter) -> Outcome:
             for rep, ids in enumerate(prompts(tokens, length, case.reps, case.seed)):
                 out, t0, stamps = run(ids, new)
                 sample = from_stamps(t0, stamps, length) | {"rep": rep, "output_sha": output_hash(out)}
+                sample |= state.pop("extra", {})
                 outcome.samples.append(sample)
                 first = first or (ids, new, sample["output_sha"])
     if first is not None:
@@ -313,7 +336,7 @@ def _profile(state: dict, top: int = 10) -> list[dict]:
 
 def measure_in_subprocess(case: Case, timeout: float = 3600) -> Outcome:
     out = subprocess.run(
-        [sys.executable, "-m", "qwen_edge.runtime.bench", json.dumps(asdict(case))],
+        [sys.executable, "-m", "qwen_edge.bench.measure", json.dumps(asdict(case))],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -355,7 +378,7 @@ def bytes_per_token(folder: str | Path) -> tuple[int, int]:
     """(weight bytes, bytes a decode step reads): all weights but an untied embedding table, of
     which one row is read per token. Found from the graph: the table feeding the Gather (or
     GatherBlockQuantized) that does not also feed a MatMul."""
-    from .manifest import read
+    from qwen_edge.runtime.manifest import read
 
     folder = Path(folder)
     total = weight_bytes(folder)
