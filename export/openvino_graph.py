@@ -8,6 +8,7 @@ decode for the traced IR):
                 -> Reshape (the CPU plugin then keeps the KV cache inside the attention kernel)
     RoPE        x * cos + concat(-x2, x1) * sin (the rotate-half form the plugins fuse)
     RMSNorm     x / sqrt(mean(x^2) + eps) * w,  MLP: swish(gate) * up
+    Qwen2-MoE   every expert at once, weighted by a sparse routing matrix (see _moe)
 
 Weights are fp16 constants each behind one Convert (the form NNCF compresses and the plugins
 decompress on the fly), or fp32 constants. The model is stateless here — past_key_values.{i}.*
@@ -27,6 +28,113 @@ class OpenVINOGraphError(ValueError):
     """The model cannot be built as an OpenVINO graph here."""
 
 
+class _Ops:
+    """The weights and the few helpers every layer part below uses."""
+
+    def __init__(self, model: Qwen2ForCausalLM, fp16: bool):
+        import openvino.opset13 as ops
+
+        self.ops, self.cfg, self.fp16 = ops, model.config, fp16
+        self.sd = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def weight(self, name: str, t: torch.Tensor):
+        # Shares the tensor's memory (the constant keeps the array alive): no second copy of the model.
+        array = t.to(torch.float16 if self.fp16 else torch.float32).contiguous().numpy()
+        node = self.ops.constant(array, shared_memory=True, name=name)
+        return _decompressed(node) if self.fp16 else node
+
+    def const(self, value, dtype=np.int64):
+        return self.ops.constant(np.array(value, dtype))
+
+    def linear(self, x, prefix: str, bias: bool = False):
+        ops, sd = self.ops, self.sd
+        y = ops.matmul(x, self.weight(f"{prefix}.weight", sd[f"{prefix}.weight"]), False, True, name=f"{prefix}/MatMul")
+        return ops.add(y, self.weight(f"{prefix}.bias", sd[f"{prefix}.bias"]), name=f"{prefix}/Add") if bias else y
+
+    def rms_norm(self, x, prefix: str):
+        ops, const = self.ops, self.const
+        var = ops.reduce_mean(ops.power(x, const(2.0, np.float32)), const([-1]), True)
+        inv = ops.divide(const(1.0, np.float32), ops.sqrt(ops.add(var, const(self.cfg.rms_norm_eps, np.float32))))
+        return ops.multiply(
+            ops.multiply(x, inv), self.weight(f"{prefix}.weight", self.sd[f"{prefix}.weight"]), name=prefix
+        )
+
+
+def _attention(o: _Ops, i: int, x, cos, sin, mask, pasts, cache_position):
+    """(attention output [b, t, hidden], present key, present value) of layer i."""
+    ops, const, cfg = o.ops, o.const, o.cfg
+    d, n_q, n_kv, p = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, f"model.layers.{i}"
+
+    def heads(y, n):  # [b, t, n * d] -> [b, n, t, d]
+        return ops.transpose(ops.reshape(y, const([0, 0, n, d]), True), const([0, 2, 1, 3]))
+
+    def rope(y):
+        first = ops.slice(y, const([0]), const([d // 2]), const([1]), const([3]))
+        second = ops.slice(y, const([d // 2]), const([d]), const([1]), const([3]))
+        rotated = ops.concat([ops.negative(second), first], -1)
+        return ops.add(ops.multiply(y, cos), ops.multiply(rotated, sin))
+
+    def repeat_kv(y):  # [b, kv, s, d] -> [b, q, s, d], the GQA form the plugins fold into attention
+        if n_q == n_kv:
+            return y
+        y = ops.broadcast(ops.unsqueeze(y, const(2)), const([1, 1, n_q // n_kv, 1, 1]), broadcast_spec="bidirectional")
+        return ops.reshape(y, const([0, n_q, -1, d]), True)
+
+    q = rope(heads(o.linear(x, f"{p}.self_attn.q_proj", True), n_q))
+    k = rope(heads(o.linear(x, f"{p}.self_attn.k_proj", True), n_kv))
+    v = heads(o.linear(x, f"{p}.self_attn.v_proj", True), n_kv)
+    if cache_position is not None:  # written into their slots; the cache keeps its size
+        k = ops.scatter_update(pasts[2 * i], cache_position, k, const(2), name=f"{p}.self_attn/present_key")
+        v = ops.scatter_update(pasts[2 * i + 1], cache_position, v, const(2), name=f"{p}.self_attn/present_value")
+    else:
+        k = ops.concat([pasts[2 * i], k], 2, name=f"{p}.self_attn/present_key")
+        v = ops.concat([pasts[2 * i + 1], v], 2, name=f"{p}.self_attn/present_value")
+    attn = ops.scaled_dot_product_attention(q, repeat_kv(k), repeat_kv(v), mask, name=f"{p}.self_attn/SDPA")
+    attn = ops.reshape(ops.transpose(attn, const([0, 2, 1, 3])), const([0, 0, n_q * d]), True)
+    return o.linear(attn, f"{p}.self_attn.o_proj"), k, v
+
+
+def _mlp(o: _Ops, x, prefix: str):
+    """swish(gate) * up, then down."""
+    ops = o.ops
+    return o.linear(
+        ops.multiply(ops.swish(o.linear(x, f"{prefix}.gate_proj")), o.linear(x, f"{prefix}.up_proj")),
+        f"{prefix}.down_proj",
+    )
+
+
+def _moe(o: _Ops, i: int, x):
+    """Qwen2-MoE's block, dense as our torch module computes it: every expert runs, weighted by a
+    routing matrix that is zero where an expert was not chosen (exact; num_experts / top_k times
+    the expert compute of a sparse kernel).
+
+        probs   = softmax(MatMul(x, Wrouter))           [b, t, e], f32
+        routing = scatter(zeros, topk(probs).indices, topk values (renormalized if norm_topk_prob))
+        y_e     = MatMul(swish(x Wg_e) * x Wu_e, Wd_e)   all experts at once: [e, b*t, h]
+        out     = sum_e routing[..., e] * y_e  (+ sigmoid(x Wsg) * MLP_shared(x))
+    """
+    ops, const, cfg, sd, p = o.ops, o.const, o.cfg, o.sd, f"model.layers.{i}.mlp"
+    h, e, k = cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok
+    probs = ops.softmax(o.linear(x, f"{p}.gate"), -1)
+    top = ops.topk(probs, const(k), -1, "max", "value", "i64")
+    values = top.output(0)
+    if cfg.norm_topk_prob:
+        values = ops.divide(values, ops.reduce_sum(values, const([-1]), True))
+    routing = ops.scatter_elements_update(ops.multiply(probs, const(0.0, np.float32)), top.output(1), values, const(-1))
+    rows = ops.tile(ops.reshape(x, const([1, -1, h]), False), const([e, 1, 1]))  # [e, b*t, h]: a batch per expert
+    gate_up = ops.matmul(rows, o.weight(f"{p}.experts.gate_up_proj", sd[f"{p}.experts.gate_up_proj"]), False, True)
+    gate, up = ops.split(gate_up, const(-1), 2).outputs()  # [e, b*t, i] each
+    y = ops.matmul(
+        ops.multiply(ops.swish(gate), up), o.weight(f"{p}.experts.down_proj", sd[f"{p}.experts.down_proj"]), False, True
+    )
+    weights = ops.unsqueeze(ops.transpose(ops.reshape(routing, const([-1, e]), False), const([1, 0])), const(-1))
+    routed = ops.reshape(ops.reduce_sum(ops.multiply(y, weights), const([0]), False), ops.shape_of(x), False)
+    if not cfg.shared_expert_intermediate_size:
+        return routed
+    shared = ops.multiply(ops.sigmoid(o.linear(x, f"{p}.shared_expert_gate")), _mlp(o, x, f"{p}.shared_expert"))
+    return ops.add(routed, shared)
+
+
 def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = None):
     """The stateless ov.Model of `model`; weights fp16 (decompressed by Convert) or fp32.
 
@@ -34,31 +142,9 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = Non
     `capacity` slots, a `cache_position` [t] input naming the slots the new tokens are written
     to, and `attention_mask` covering all slots; the window t stays symbolic until reshaped."""
     import openvino as ov
-    import openvino.opset13 as ops
 
-    cfg = model.config
-    if cfg.is_moe:
-        raise OpenVINOGraphError("Qwen2-MoE is not built op by op yet")
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    d, n_q, n_kv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-
-    def weight(name: str, t: torch.Tensor):
-        # Shares the tensor's memory (the constant keeps the array alive): no second copy of the model.
-        array = t.to(torch.float16 if fp16 else torch.float32).contiguous().numpy()
-        node = ops.constant(array, shared_memory=True, name=name)
-        return _decompressed(node) if fp16 else node
-
-    def const(value, dtype=np.int64):
-        return ops.constant(np.array(value, dtype))
-
-    def linear(x, prefix: str, bias: bool = False):
-        y = ops.matmul(x, weight(f"{prefix}.weight", sd[f"{prefix}.weight"]), False, True, name=f"{prefix}/MatMul")
-        return ops.add(y, weight(f"{prefix}.bias", sd[f"{prefix}.bias"]), name=f"{prefix}/Add") if bias else y
-
-    def rms_norm(x, prefix: str):
-        var = ops.reduce_mean(ops.power(x, const(2.0, np.float32)), const([-1]), True)
-        inv = ops.divide(const(1.0, np.float32), ops.sqrt(ops.add(var, const(cfg.rms_norm_eps, np.float32))))
-        return ops.multiply(ops.multiply(x, inv), weight(f"{prefix}.weight", sd[f"{prefix}.weight"]), name=prefix)
+    o = _Ops(model, fp16)
+    ops, const, cfg, sd = o.ops, o.const, o.cfg, o.sd
 
     def param(name, shape, dtype):
         p = ops.parameter(ov.PartialShape(shape), dtype, name=name)
@@ -70,13 +156,13 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = Non
     mask_in = param("attention_mask", [batch, slots], ov.Type.i64)
     pos = param("position_ids", [batch, -1], ov.Type.i64)
     pasts = [
-        param(f"past_key_values.{i}.{kind}", [batch, n_kv, slots, d], ov.Type.f32)
+        param(f"past_key_values.{i}.{kind}", [batch, cfg.num_key_value_heads, slots, cfg.head_dim], ov.Type.f32)
         for i in range(cfg.num_hidden_layers)
         for kind in ("key", "value")
     ]
     cache_position = param("cache_position", [-1], ov.Type.i64) if capacity else None
 
-    table = weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
+    table = o.weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
     x = ops.gather(table, ids, const(0), name="model.embed_tokens/Gather")
 
     # cos / sin [b, 1, t, d], shared by all layers (YaRN scales them)
@@ -102,47 +188,20 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = Non
     allowed = ops.logical_and(padded, causal)
     mask = ops.select(allowed, const(0.0, np.float32), const(np.finfo(np.float32).min, np.float32))
 
-    def heads(y, n):  # [b, t, n * d] -> [b, n, t, d]
-        return ops.transpose(ops.reshape(y, const([0, 0, n, d]), True), const([0, 2, 1, 3]))
-
-    def rope(y):
-        first = ops.slice(y, const([0]), const([d // 2]), const([1]), const([3]))
-        second = ops.slice(y, const([d // 2]), const([d]), const([1]), const([3]))
-        rotated = ops.concat([ops.negative(second), first], -1)
-        return ops.add(ops.multiply(y, cos), ops.multiply(rotated, sin))
-
-    def repeat_kv(y):  # [b, kv, s, d] -> [b, q, s, d], the GQA form the plugins fold into attention
-        if n_q == n_kv:
-            return y
-        y = ops.broadcast(ops.unsqueeze(y, const(2)), const([1, 1, n_q // n_kv, 1, 1]), broadcast_spec="bidirectional")
-        return ops.reshape(y, const([0, n_q, -1, d]), True)
-
     presents = []
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}"
-        a = rms_norm(x, f"{p}.input_layernorm")
-        q = rope(heads(linear(a, f"{p}.self_attn.q_proj", True), n_q))
-        k = rope(heads(linear(a, f"{p}.self_attn.k_proj", True), n_kv))
-        v = heads(linear(a, f"{p}.self_attn.v_proj", True), n_kv)
-        if capacity:  # written into their slots; the cache keeps its size
-            k = ops.scatter_update(pasts[2 * i], cache_position, k, const(2), name=f"{p}.self_attn/present_key")
-            v = ops.scatter_update(pasts[2 * i + 1], cache_position, v, const(2), name=f"{p}.self_attn/present_value")
-        else:
-            k = ops.concat([pasts[2 * i], k], 2, name=f"{p}.self_attn/present_key")
-            v = ops.concat([pasts[2 * i + 1], v], 2, name=f"{p}.self_attn/present_value")
+        a, k, v = _attention(o, i, o.rms_norm(x, f"{p}.input_layernorm"), cos, sin, mask, pasts, cache_position)
         presents += [k, v]
-        attn = ops.scaled_dot_product_attention(q, repeat_kv(k), repeat_kv(v), mask, name=f"{p}.self_attn/SDPA")
-        attn = ops.reshape(ops.transpose(attn, const([0, 2, 1, 3])), const([0, 0, n_q * d]), True)
-        x = ops.add(x, linear(attn, f"{p}.self_attn.o_proj"))
-        m = rms_norm(x, f"{p}.post_attention_layernorm")
-        gated = ops.multiply(ops.swish(linear(m, f"{p}.mlp.gate_proj")), linear(m, f"{p}.mlp.up_proj"))
-        x = ops.add(x, linear(gated, f"{p}.mlp.down_proj"))
+        x = ops.add(x, a)
+        m = o.rms_norm(x, f"{p}.post_attention_layernorm")
+        x = ops.add(x, _moe(o, i, m) if cfg.is_moe_layer(i) else _mlp(o, m, f"{p}.mlp"))
 
-    x = rms_norm(x, "model.norm")
+    x = o.rms_norm(x, "model.norm")
     if cfg.tie_word_embeddings:  # one table for both ends, as the checkpoint stores it
         logits = ops.matmul(x, table, False, True, name="lm_head/MatMul")
     else:
-        logits = linear(x, "lm_head")
+        logits = o.linear(x, "lm_head")
     results = [ops.result(logits, name="logits")]
     results[0].output(0).get_tensor().set_names({"logits"})
     for i, node in enumerate(presents):

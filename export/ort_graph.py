@@ -12,7 +12,7 @@ One layer, for hidden state h and residual r:
     a, present.k, present.v = GroupQueryAttention(qkv, past.k, past.v, seqlens_k, total_len,
                                                   cos_cache, sin_cache)   rotary fused in
     r, x = SkipSimplifiedLayerNorm(r, MatMul(a, Wo))
-    h    = MatMul(silu(MatMul(x, Wg)) * MatMul(x, Wu), Wd)
+    h    = MatMul(silu(MatMul(x, Wg)) * MatMul(x, Wu), Wd)     (Qwen2-MoE: the MoE kernel, see _moe)
 
 Beside model.onnx (logits of every position: what onnxruntime-genai and the evaluation read),
 model_last_logits.onnx is the same graph over the same weights file with the lm_head fed only
@@ -48,123 +48,174 @@ class OrtGraphError(ValueError):
     """The model cannot be laid out on ONNX Runtime's fused kernels."""
 
 
+class _Graph:
+    """Nodes and initializers as they are written; each layer part below adds its own."""
+
+    def __init__(self, model: Qwen2ForCausalLM, data: ExternalData):
+        self.cfg, self.data, self.nodes, self.inits = model.config, data, [], []
+        self.sd = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def node(self, op, name, inputs, n_out=1, domain="", **attrs):
+        outputs = [f"{name}/output_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
+        return outputs[0] if n_out == 1 else outputs
+
+    def weight(self, name, tensor):
+        self.inits.append(self.data.tensor(name, tensor.contiguous().numpy()))
+        return name
+
+    def const(self, name, array):
+        dtype = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        self.inits.append(helper.make_tensor(name, dtype, array.shape, array.flatten().tolist()))
+        return name
+
+    def linear(self, name, x, key):  # stored [in, out], as MatMul (and MatMulNBits) read it
+        return self.node("MatMul", f"{name}/MatMul", [x, self.weight(key, self.sd[key].T)])
+
+    def rms_norm(self, name, key, h, residual=None):
+        """(normed, residual): SimplifiedLayerNorm(h) first, then SkipSimplifiedLayerNorm(residual + h)."""
+        w, eps = self.weight(key, self.sd[key]), float(self.cfg.rms_norm_eps)
+        if residual is None:
+            x = self.node(
+                "SimplifiedLayerNormalization", f"{name}/LayerNorm", [h, w], epsilon=eps, axis=-1, stash_type=1
+            )
+            return x, h
+        x, _, _, residual = self.node(
+            "SkipSimplifiedLayerNormalization",
+            f"{name}/SkipLayerNorm",
+            [residual, h, w],
+            n_out=4,
+            domain=MS,
+            epsilon=eps,
+        )
+        return x, residual
+
+
+def _attention(g: _Graph, i: int, x: str, lengths: tuple[str, str], rotary: tuple[str, str]) -> str:
+    """qkv = MatMul(x, Wqkv) + b; GroupQueryAttention (rotary fused, KV written to present.i.*); o_proj."""
+    cfg, sd, a, base = g.cfg, g.sd, f"model.layers.{i}.self_attn.", f"/model/layers.{i}/attn"
+    w_qkv = torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]).T
+    b_qkv = torch.cat([sd[a + "q_proj.bias"], sd[a + "k_proj.bias"], sd[a + "v_proj.bias"]])
+    qkv = g.node("MatMul", f"{base}/qkv_proj/MatMul", [x, g.weight(a + "qkv_proj.weight", w_qkv)])
+    qkv = g.node("Add", f"{base}/qkv_proj/Add", [qkv, g.weight(a + "qkv_proj.bias", b_qkv)])
+    attn, _, _ = g.node(
+        "GroupQueryAttention",
+        f"{base}/GroupQueryAttention",
+        [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", *lengths, *rotary],
+        n_out=3,
+        domain=MS,
+        num_heads=cfg.num_attention_heads,
+        kv_num_heads=cfg.num_key_value_heads,
+        scale=float(cfg.head_dim**-0.5),
+        do_rotary=1,
+        rotary_interleaved=0,
+        local_window_size=-1,
+    )
+    g.nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
+    return g.linear(f"{base}/o_proj", attn, a + "o_proj.weight")
+
+
+def _mlp(g: _Graph, name: str, x: str, prefix: str) -> str:
+    """MatMul(silu(MatMul(x, Wg)) * MatMul(x, Wu), Wd)."""
+    gate = g.linear(f"{name}/gate_proj", x, prefix + "gate_proj.weight")
+    up = g.linear(f"{name}/up_proj", x, prefix + "up_proj.weight")
+    act = g.node("Mul", f"{name}/act_fn/Mul", [gate, g.node("Sigmoid", f"{name}/act_fn/Sigmoid", [gate])])
+    return g.linear(f"{name}/down_proj", g.node("Mul", f"{name}/Mul", [act, up]), prefix + "down_proj.weight")
+
+
+def _moe(g: _Graph, i: int, x: str) -> str:
+    """Qwen2-MoE's block on ONNX Runtime's MoE kernel (sparse: only the chosen experts run):
+
+        logits = MatMul(x, Wrouter)                           [tokens, experts]
+        y = MoE(x, logits, W1 = gate|up interleaved, W2)      softmax, top-k, SwiGLU experts
+        y += Sigmoid(MatMul(x, Wsg)) * MLP_shared(x)          when a shared expert is sized
+
+    The CPU kernel takes SwiGLU with the gate and up rows interleaved ([e, 2i, h]); alpha 1, beta 0
+    and no clamp make it silu(gate) * up, Qwen's activation."""
+    cfg, sd, p, base = g.cfg, g.sd, f"model.layers.{i}.mlp.", f"/model/layers.{i}/moe"
+    gate_up = sd[p + "experts.gate_up_proj"]  # [e, 2i, h]: the gate rows, then the up rows
+    e, two_i, h = gate_up.shape
+    interleaved = gate_up.reshape(e, 2, two_i // 2, h).transpose(1, 2).reshape(e, two_i, h)
+    shape = g.node("Shape", f"{base}/Shape", [x])
+    rows = g.node("Reshape", f"{base}/Reshape", [x, g.const(f"{base}/rows", np.array([-1, h], np.int64))])
+    logits = g.linear(f"{base}/router", rows, p + "gate.weight")
+    y = g.node(
+        "MoE",
+        f"{base}/MoE",
+        [
+            rows,
+            logits,
+            g.weight(p + "experts.fc1", interleaved),
+            "",
+            g.weight(p + "experts.fc2", sd[p + "experts.down_proj"]),
+        ],
+        domain=MS,
+        k=cfg.num_experts_per_tok,
+        activation_type="swiglu",
+        swiglu_fusion=1,
+        activation_alpha=1.0,
+        activation_beta=0.0,
+        swiglu_limit=float(np.finfo(np.float32).max),
+        normalize_routing_weights=int(cfg.norm_topk_prob),
+    )
+    y = g.node("Reshape", f"{base}/Restore", [y, shape])
+    if not cfg.shared_expert_intermediate_size:
+        return y
+    shared = _mlp(g, f"{base}/shared_expert", x, p + "shared_expert.")
+    weight = g.node(
+        "Sigmoid",
+        f"{base}/shared_expert_gate/Sigmoid",
+        [g.linear(f"{base}/shared_expert_gate", x, p + "shared_expert_gate.weight")],
+    )
+    return g.node("Add", f"{base}/Add", [y, g.node("Mul", f"{base}/shared_expert/Scale", [shared, weight])])
+
+
 def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None) -> dict:
     """Write `path` (+ `path`.data); return the io spec. Weights stored in the model's dtype."""
     cfg = model.config
-    if cfg.is_moe:
-        raise OrtGraphError("the ort graph does not cover Qwen2-MoE yet; export MoE models with --graph portable")
     dtype = model.lm_head.weight.dtype
     if dtype not in (torch.float32, torch.float16):
         raise OrtGraphError(f"the ort graph stores fp32 or fp16 weights, not {dtype}")
     elem = TensorProto.FLOAT if dtype == torch.float32 else TensorProto.FLOAT16
     context_length = context_length or cfg.max_position_embeddings
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    nodes, inits = [], []
-
-    def node(op, name, inputs, n_out=1, domain="", **attrs):
-        outputs = [f"{name}/output_{i}" for i in range(n_out)]
-        nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
-        return outputs[0] if n_out == 1 else outputs
 
     with ExternalData(path.parent / (path.name + ".data")) as data:
-
-        def weight(name, tensor):
-            inits.append(data.tensor(name, tensor.contiguous().numpy()))
-            return name
-
-        def const(name, array):
-            inits.append(
-                helper.make_tensor(
-                    name, onnx.helper.np_dtype_to_tensor_dtype(array.dtype), array.shape, array.flatten().tolist()
-                )
-            )
-            return name
-
-        one = const("/model/constants/INT64/[1]", np.array([1], np.int64))
+        g = _Graph(model, data)
+        one = g.const("/model/constants/INT64/[1]", np.array([1], np.int64))
         # seqlens_k = sum(mask) - 1 and total_sequence_length, as int32 (the kernel's contract)
-        mask_sum = node("ReduceSum", "/model/attn_mask/ReduceSum", ["attention_mask", one], keepdims=0)
-        seqlens = node(
+        mask_sum = g.node("ReduceSum", "/model/attn_mask/ReduceSum", ["attention_mask", one], keepdims=0)
+        seqlens = g.node(
             "Cast",
             "/model/attn_mask/seqlens_k",
-            [node("Sub", "/model/attn_mask/Sub", [mask_sum, one])],
+            [g.node("Sub", "/model/attn_mask/Sub", [mask_sum, one])],
             to=TensorProto.INT32,
         )
-        total = node(
+        shape = g.node("Shape", "/model/attn_mask/Shape", ["attention_mask"])
+        total = g.node(
             "Gather",
             "/model/attn_mask/Gather",
-            [
-                node("Shape", "/model/attn_mask/Shape", ["attention_mask"]),
-                const("/model/constants/INT64/1", np.array(1, np.int64)),
-            ],
+            [shape, g.const("/model/constants/INT64/1", np.array(1, np.int64))],
             axis=0,
         )
-        total = node("Cast", "/model/attn_mask/total_sequence_length", [total], to=TensorProto.INT32)
+        total = g.node("Cast", "/model/attn_mask/total_sequence_length", [total], to=TensorProto.INT32)
         freqs = torch.outer(torch.arange(context_length, dtype=torch.float32), model.inv_freq.float())
-        cos = weight("cos_cache", (freqs.cos() * model.rope_scale).to(dtype))
-        sin = weight("sin_cache", (freqs.sin() * model.rope_scale).to(dtype))
+        cos = g.weight("cos_cache", (freqs.cos() * model.rope_scale).to(dtype))
+        sin = g.weight("sin_cache", (freqs.sin() * model.rope_scale).to(dtype))
 
-        eps = float(cfg.rms_norm_eps)
-
-        def rms_norm(name, key, h, residual=None):
-            """(normed, residual): SimplifiedLayerNorm(h) first, then SkipSimplifiedLayerNorm(residual + h)."""
-            w = weight(key, sd[key])
-            if residual is None:
-                x = node(
-                    "SimplifiedLayerNormalization", f"{name}/LayerNorm", [h, w], epsilon=eps, axis=-1, stash_type=1
-                )
-                return x, h
-            x, _, _, residual = node(
-                "SkipSimplifiedLayerNormalization",
-                f"{name}/SkipLayerNorm",
-                [residual, h, w],
-                n_out=4,
-                domain=MS,
-                epsilon=eps,
-            )
-            return x, residual
-
-        def linear(name, x, key):  # stored [in, out], as MatMul (and MatMulNBits) read it
-            return node("MatMul", f"{name}/MatMul", [x, weight(key, sd[key].T)])
-
-        embed = weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
-        h, residual = node("Gather", "/model/embed_tokens/Gather", [embed, "input_ids"]), None
+        embed = g.weight("model.embed_tokens.weight", g.sd["model.embed_tokens.weight"])
+        h, residual = g.node("Gather", "/model/embed_tokens/Gather", [embed, "input_ids"]), None
         for i in range(cfg.num_hidden_layers):
             p, base = f"model.layers.{i}.", f"/model/layers.{i}"
-            x, residual = rms_norm(f"{base}/input_layernorm", p + "input_layernorm.weight", h, residual)
-            a = p + "self_attn."
-            w_qkv = torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]).T
-            b_qkv = torch.cat([sd[a + "q_proj.bias"], sd[a + "k_proj.bias"], sd[a + "v_proj.bias"]])
-            qkv = node("MatMul", f"{base}/attn/qkv_proj/MatMul", [x, weight(a + "qkv_proj.weight", w_qkv)])
-            qkv = node("Add", f"{base}/attn/qkv_proj/Add", [qkv, weight(a + "qkv_proj.bias", b_qkv)])
-            attn, _, _ = node(
-                "GroupQueryAttention",
-                f"{base}/attn/GroupQueryAttention",
-                [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos, sin],
-                n_out=3,
-                domain=MS,
-                num_heads=cfg.num_attention_heads,
-                kv_num_heads=cfg.num_key_value_heads,
-                scale=float(cfg.head_dim**-0.5),
-                do_rotary=1,
-                rotary_interleaved=0,
-                local_window_size=-1,
-            )
-            nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
-            o = linear(f"{base}/attn/o_proj", attn, a + "o_proj.weight")
-            x, residual = rms_norm(
+            x, residual = g.rms_norm(f"{base}/input_layernorm", p + "input_layernorm.weight", h, residual)
+            o = _attention(g, i, x, (seqlens, total), (cos, sin))
+            x, residual = g.rms_norm(
                 f"{base}/post_attention_layernorm", p + "post_attention_layernorm.weight", o, residual
             )
-            m = p + "mlp."
-            gate, up = (
-                linear(f"{base}/mlp/gate_proj", x, m + "gate_proj.weight"),
-                linear(f"{base}/mlp/up_proj", x, m + "up_proj.weight"),
-            )
-            act = node("Mul", f"{base}/mlp/act_fn/Mul", [gate, node("Sigmoid", f"{base}/mlp/act_fn/Sigmoid", [gate])])
-            h = linear(f"{base}/mlp/down_proj", node("Mul", f"{base}/mlp/Mul", [act, up]), m + "down_proj.weight")
-        x, _ = rms_norm("/model/norm", "model.norm.weight", h, residual)
+            h = _moe(g, i, x) if cfg.is_moe_layer(i) else _mlp(g, f"{base}/mlp", x, p + "mlp.")
+        x, _ = g.rms_norm("/model/norm", "model.norm.weight", h, residual)
         # A tied head is stored transposed once more: MatMul (and MatMulNBits once quantized) wants [hidden, vocab].
-        linear("/lm_head", x, "lm_head.weight")
-        nodes[-1].output[0] = "logits"
+        g.linear("/lm_head", x, "lm_head.weight")
+        g.nodes[-1].output[0] = "logits"
 
     kv = ["batch_size", cfg.num_key_value_heads, "past_sequence_length", cfg.head_dim]
     kv_out = ["batch_size", cfg.num_key_value_heads, "total_sequence_length", cfg.head_dim]
@@ -175,7 +226,7 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
     outputs = [helper.make_tensor_value_info("logits", elem, ["batch_size", "sequence_length", cfg.vocab_size])] + [
         helper.make_tensor_value_info(n, elem, kv_out) for n in kv_names(cfg.num_hidden_layers, "present")
     ]
-    graph = helper.make_graph(nodes, "qwen2", inputs, outputs, initializer=inits)
+    graph = helper.make_graph(g.nodes, "qwen2", inputs, outputs, initializer=g.inits)
     proto = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)], producer_name="qwen-edge"
     )

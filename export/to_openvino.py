@@ -9,7 +9,6 @@ openvino_decode.xml one — over a KV cache of `max_context` slots, weights symm
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,40 +70,17 @@ def export_openvino(
             )
         steps.update()
         extra = {"ir_from": "built"}
-        if not cfg.is_moe:
-            capacity = max_context if device_profile else None  # the NPU's static cache layout
-            graph = openvino_graph.build(loaded.model, fp16=fp16, capacity=capacity)
-            if owned:
-                del loaded  # the graph's constants share the weights' memory: no copy either way
-            steps.update()
-            if device_profile:
-                extra |= _npu_irs(graph, tmp, max_prompt)
-                io = extra.pop("io")
-            else:
-                io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, fp16)
-            del graph
-        else:  # Qwen2-MoE is not built op by op yet: traced through ONNX, then read by OpenVINO
-            import openvino as ov
-
-            from . import onnx_graph  # the torch.onnx stack: seconds of imports the built path skips
-
-            extra = {"ir_from": "onnx trace"}
-            with tempfile.TemporaryDirectory(dir=tmp, prefix=".onnx-") as onnx_dir:
-                onnx_path = Path(onnx_dir) / "model.onnx"
-                if device_profile:  # KV capacity fixed, window symbolic until fix_windows
-                    onnx_graph.trace(loaded.model.float(), onnx_path, "static", 0, max_context)
-                else:
-                    onnx_graph.trace(loaded.model.float(), onnx_path, "portable")
-                if owned:
-                    del loaded  # conversion reads the ONNX file: free the torch weights first (-2 GB for 0.5B)
-                steps.update()
-                if device_profile:
-                    graph = ov.Core().read_model(str(onnx_path))
-                    openvino_ir.retie(graph)
-                    extra |= _npu_irs(graph, tmp, max_prompt)
-                    io = extra.pop("io")
-                else:
-                    io = openvino_ir.convert(onnx_path, tmp, cfg.num_hidden_layers, not stateless, fp16)
+        capacity = max_context if device_profile else None  # the NPU's static cache layout
+        graph = openvino_graph.build(loaded.model, fp16=fp16, capacity=capacity)
+        if owned:
+            del loaded  # the graph's constants share the weights' memory: no copy either way
+        steps.update()
+        if device_profile:
+            extra |= _npu_irs(graph, tmp, max_prompt)
+            io = extra.pop("io")
+        else:
+            io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, fp16)
+        del graph
         steps.update()
         bundle.write_model_files(cfg, tokenizer_dir, tmp)
         if tokenizer is not None:
