@@ -102,7 +102,7 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
     spec.write_text(
         json.dumps({"folder": str(tmp_path / "int4"), "prompt": prompt, "expected": expected, "config": config})
     )
-    node_test("test/generate.test.mjs", passed=3, QWEN_EDGE_GENERATE_CASE=str(spec))
+    node_test("test/generate.test.mjs", passed=4, QWEN_EDGE_GENERATE_CASE=str(spec))
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "android_demo" / "test-artifacts"

@@ -18,11 +18,11 @@ export function sample(logits, opts, rng, seen = [], output = []) {
     const kth = Float64Array.from(z).sort()[z.length - topK];
     for (let i = 0; i < z.length; i++) if (z[i] < kth) z[i] = -Infinity;
   }
-  const max = Math.max(...z.filter(Number.isFinite));
+  const max = maxOf(z);
   let p = z.map((v) => Math.exp(v - max));
   normalize(p);
   if (opts.minP > 0) {
-    const cut = opts.minP * Math.max(...p);
+    const cut = opts.minP * maxOf(p);
     p = p.map((v) => (v < cut ? 0 : v));
     normalize(p);
   }
@@ -42,6 +42,13 @@ export function sample(logits, opts, rng, seen = [], output = []) {
     if (r < 0) return i;
   }
   return argmax(p);
+}
+
+// A loop, never Math.max(...values): spreading a 151,936-entry vocabulary overflows V8's stack.
+function maxOf(values) {
+  let max = -Infinity;
+  for (const v of values) if (Number.isFinite(v) && v > max) max = v;
+  return max;
 }
 
 function argmax(values) {

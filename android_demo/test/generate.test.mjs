@@ -25,6 +25,18 @@ test("greedy, min-p, top-k and penalties follow the Python rules", () => {
   assert.deepEqual(a, b);
 });
 
+test("samples over a real-size vocabulary (151,936 logits) at temperature > 0", () => {
+  const rng = seeded(5);
+  const logits = Float32Array.from({ length: 151936 }, () => rng() * 10);
+  logits[42] = 60; // far ahead: every setting must pick it
+  for (const opts of [{ temperature: 0.7 }, { temperature: 1, minP: 0.05 }, { temperature: 0.8, topP: 0.9, topK: 40 }]) {
+    assert.equal(sample(logits, opts, seeded(7)), 42);
+  }
+  const flat = new Float32Array(151936); // all equal: a draw lands anywhere in range
+  const i = sample(flat, { temperature: 1 }, seeded(8));
+  assert.ok(Number.isInteger(i) && i >= 0 && i < 151936);
+});
+
 // A byte-level toy tokenizer: token id = byte value, so every multibyte character is split.
 const bytesTok = { bytes: (ids) => Uint8Array.from(ids) };
 
