@@ -1,0 +1,189 @@
+"""The phone bundle's accuracy with dynamic INT8 (MatMulInteger: the kernel onnxruntime-web's WASM
+build runs fast) instead of INT4 MatMulNBits (no fast WASM path): per-channel weights, with and
+without SmoothQuant-style activation smoothing folded into the weights, against the fp32 `ort` graph.
+
+    .venv/bin/python benchmarks/mobile_int8_sweep.py --work /tmp/int8 --alphas 0,0.5,0.7 \
+        --text ../shared/data/wikitext-2-raw/wiki.test.raw --json benchmarks/mobile_int8_sweep.json
+
+For each alpha: the real Qwen2.5-Coder-0.5B (fp32) is smoothed (alpha 0: not at all), exported as
+an fp32 `ort` folder, its MatMuls quantized by ONNX Runtime's `quantize_dynamic` (int8 weights per
+output channel, activations per tensor at run time), its embedding stored as INT4
+GatherBlockQuantized (as the INT4 bundle does), sealed, and scored with `qwen-edge eval` against the
+fp32 folder (perplexity, top-1 agreement, on the same windows).
+
+Smoothing (SmoothQuant, Xiao et al. 2023) moves activation outliers into the weights, where
+per-channel quantization absorbs them: for a linear y = x W with input channel j, s_j =
+max|x_j|^alpha / max|W_j|^(1 - alpha); the preceding op divides channel j by s_j and W's input
+row j is multiplied by it. Folded exactly: into the RMSNorm weights (q/k/v, gate/up), into v_proj's
+output rows (o_proj; the 7 query heads sharing a KV head share its scales) and into up_proj's output
+rows (down_proj). Activation maxima come from the built-in calibration text, never the eval text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def activation_maxima(model, token_windows) -> dict[str, torch.Tensor]:
+    """Per input channel, the largest |activation| reaching each Linear."""
+    maxima, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+
+            def hook(mod, args, name=name):
+                seen = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
+                maxima[name] = torch.maximum(maxima[name], seen) if name in maxima else seen
+
+            hooks.append(module.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        for ids in token_windows:
+            ids = torch.tensor([ids])
+            pos = torch.arange(ids.shape[1])[None]
+            model(ids, pos, torch.ones_like(ids), model.empty_cache(1))
+    for h in hooks:
+        h.remove()
+    return maxima
+
+
+def _scales(act_max: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    w_max = torch.stack([w.abs().amax(0) for w in weights]).amax(0)  # per input channel
+    return (act_max.clamp(min=1e-5) ** alpha / w_max.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+
+
+def smooth(model, maxima: dict, alpha: float) -> None:
+    """Fold SmoothQuant scales into the weights, in place (the function computed is unchanged)."""
+    cfg = model.config
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            p, attn, mlp = f"model.layers.{i}", layer.self_attn, layer.mlp
+            s = _scales(
+                maxima[f"{p}.self_attn.q_proj"], [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], alpha
+            )
+            layer.input_layernorm.weight.div_(s)
+            for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
+                lin.weight.mul_(s)
+            s = _scales(maxima[f"{p}.mlp.gate_proj"], [mlp.gate_proj.weight, mlp.up_proj.weight], alpha)
+            layer.post_attention_layernorm.weight.div_(s)
+            for lin in (mlp.gate_proj, mlp.up_proj):
+                lin.weight.mul_(s)
+            # o_proj's input channel (head h, dim d) is v's output (kv head h // group, dim d)
+            d = cfg.head_dim
+            act = maxima[f"{p}.self_attn.o_proj"].reshape(cfg.num_key_value_heads, group, d).amax(1)
+            w = attn.o_proj.weight.abs().amax(0).reshape(cfg.num_key_value_heads, group, d).amax(1)
+            s_kv = (act.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)  # [kv, d]
+            attn.v_proj.weight.div_(s_kv.reshape(-1, 1))
+            attn.v_proj.bias.div_(s_kv.reshape(-1))
+            attn.o_proj.weight.mul_(s_kv[:, None, :].expand(-1, group, -1).reshape(1, -1))
+            s = _scales(maxima[f"{p}.mlp.down_proj"], [mlp.down_proj.weight], alpha)
+            mlp.up_proj.weight.div_(s.reshape(-1, 1))
+            mlp.down_proj.weight.mul_(s)
+
+
+def smooth_head(model, maxima: dict, alpha: float) -> None:
+    """The final RMSNorm into the lm_head, untying a tied head first (the ort graph stores the
+    head as its own transposed copy anyway; the embedding table keeps the original rows)."""
+    with torch.no_grad():
+        if model.lm_head.weight is model.model.embed_tokens.weight:
+            model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+        s = _scales(maxima["lm_head"], [model.lm_head.weight], alpha)
+        model.model.norm.weight.div_(s)
+        model.lm_head.weight.mul_(s)
+
+
+def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = ()) -> dict:
+    """`fp32` (an ort folder) with its MatMuls as dynamic INT8 and its embedding as INT4, sealed."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from qwen_edge.export import bundle
+    from qwen_edge.export.ort_graph import IR_VERSION, write_last_logits
+    from qwen_edge.quantize.onnx_weights import _quantize_embedding_gathers
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    manifest = json.loads((fp32 / "manifest.json").read_text())
+    for name in manifest["files"]:
+        if not name.startswith("model"):
+            shutil.copyfile(fp32 / name, out / name)
+    tmp = out / ".q.onnx"
+    quantize_dynamic(
+        str(fp32 / "model.onnx"),
+        str(tmp),
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=True,
+        nodes_to_exclude=list(exclude),
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )  # contrib ops defeat its shape inference; fmt: skip
+    model = onnx.load(str(tmp))
+    _quantize_embedding_gathers(model)
+    model.ir_version = IR_VERSION
+    onnx.save(model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    for f in out.glob(".q.onnx*"):
+        f.unlink()
+    write_last_logits(out / "model.onnx")
+    info = {k: v for k, v in manifest.items() if k not in ("files", "tools")}
+    return bundle.seal(out, {**info, "precision": "int8-dynamic"})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/int8"))
+    ap.add_argument("--alphas", default="0,0.5")
+    ap.add_argument("--text", help="evaluation text (WikiText-2 test)")
+    ap.add_argument("--windows", type=int, default=4)
+    ap.add_argument(
+        "--head",
+        default="int8",
+        choices=["int8", "smooth", "fp32"],
+        help="lm_head: int8 as the rest, int8 after smoothing the final norm into it, or left fp32",
+    )
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    from qwen_edge.export.to_onnx import export_onnx
+    from qwen_edge.models.loaders import load
+    from qwen_edge.quantize import calibration
+    from qwen_edge.quantize.evaluate import evaluate
+    from qwen_edge.runtime.tokenizer import Tokenizer
+
+    real = load("qwen2.5-coder-0.5b-instruct")
+    fp32 = args.work / "fp32"
+    if not (fp32 / "manifest.json").exists():
+        export_onnx(real, fp32)
+    text, _ = calibration.read_text(None)
+    windows = calibration.windows(Tokenizer(real.tokenizer_dir).encode(text), 8, 256)
+    maxima = activation_maxima(real.model, windows)
+    rows = []
+    for alpha in [float(a) for a in args.alphas.split(",")]:
+        smoothed = copy.deepcopy(real)
+        if alpha > 0:
+            smooth(smoothed.model, maxima, alpha)
+            if args.head == "smooth":
+                smooth_head(smoothed.model, maxima, alpha)
+        tag = f"{alpha:g}" + ("-head" if args.head == "smooth" and alpha > 0 else "")
+        source = args.work / f"fp32-smooth-{tag}"
+        export_onnx(smoothed, source, overwrite=True) if not (source / "manifest.json").exists() else None
+        del smoothed
+        folder = args.work / f"int8-smooth-{tag}-head-{args.head}"
+        manifest = int8_folder(source, folder, ("/lm_head/MatMul",) if args.head == "fp32" else ())
+        scores = evaluate(folder, fp32, args.text, args.windows, generation_tokens=0).to_dict()
+        size = sum(f["bytes"] for n, f in manifest["files"].items() if n.startswith("model.onnx"))
+        row = {"alpha": alpha, "head": args.head, "model_bytes": size, **{k: scores[k] for k in ("perplexity", "reference_perplexity",
+               "perplexity_increase", "top1_agreement", "mean_kl")}}  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
