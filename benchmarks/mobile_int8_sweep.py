@@ -177,8 +177,8 @@ def main() -> None:
         manifest = int8_folder(source, folder, ("/lm_head/MatMul",) if args.head == "fp32" else ())
         scores = evaluate(folder, fp32, args.text, args.windows, generation_tokens=0).to_dict()
         size = sum(f["bytes"] for n, f in manifest["files"].items() if n.startswith("model.onnx"))
-        row = {"alpha": alpha, "head": args.head, "model_bytes": size, **{k: scores[k] for k in ("perplexity", "reference_perplexity",
-               "perplexity_increase", "top1_agreement", "mean_kl")}}  # fmt: skip
+        kept = ("perplexity", "reference_perplexity", "perplexity_increase", "top1_agreement", "mean_kl")
+        row = {"alpha": alpha, "head": args.head, "model_bytes": size, **{k: scores[k] for k in kept}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from qwen_edge.runtime.json_file import read_object
 from qwen_edge.runtime.manifest import sha256_file
 
 from . import fetch, gguf_file, safetensors_file, shapes
@@ -81,13 +82,7 @@ def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None
     config_path = folder / "config.json"
     if not config_path.exists():
         raise ModelSourceError(f"{folder} has no config.json: is it an HF model folder?")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelSourceError(f"{config_path} is not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise ModelSourceError(f"{config_path} is not a JSON object")
-    cfg = Qwen2Config.from_dict(config)
+    cfg = Qwen2Config.from_dict(read_object(config_path, ModelSourceError, "give the model's config.json"))
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from .json_file import read_object
+
 MANIFEST = "manifest.json"
 Format = Literal["onnx", "openvino"]
 Graph = Literal["ort", "portable", "static", "stateful", "stateless"]
@@ -54,10 +56,7 @@ def read(folder: str | Path) -> Manifest:
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode) or os.stat(path).st_size > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{path} is not a regular file of a manifest's size; re-export the folder")
-    try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); re-export the folder") from None
+    manifest = read_object(path, ManifestError, "re-export the folder")
     _check_shape(folder, manifest)
     try:
         return Manifest.parse(manifest)

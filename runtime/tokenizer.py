@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from pathlib import Path
 
 from . import chat_template
+from .json_file import read_object
 
 
 class TokenizerError(ValueError):
@@ -69,13 +69,7 @@ class Tokenizer:
 def _read_json(path: Path | None) -> dict:
     if path is None:
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path} is not valid JSON ({e}); re-export the folder") from None
-    if not isinstance(data, dict):
-        raise TokenizerError(f"{path} is not a JSON object; re-export the folder")
-    return data
+    return read_object(path, TokenizerError, "re-export the folder")
 
 
 def _token_text(token) -> str | None:
