@@ -27,77 +27,11 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
+from qwen_edge.quantize.onnx_int8 import _fp16_storage
+from qwen_edge.quantize.smoothing import activation_maxima, smooth, smooth_head
 
 
-def activation_maxima(model, token_windows) -> dict[str, torch.Tensor]:
-    """Per input channel, the largest |activation| reaching each Linear."""
-    maxima, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-
-            def hook(mod, args, name=name):
-                seen = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
-                maxima[name] = torch.maximum(maxima[name], seen) if name in maxima else seen
-
-            hooks.append(module.register_forward_pre_hook(hook))
-    with torch.no_grad():
-        for ids in token_windows:
-            ids = torch.tensor([ids])
-            pos = torch.arange(ids.shape[1])[None]
-            model(ids, pos, torch.ones_like(ids), model.empty_cache(1))
-    for h in hooks:
-        h.remove()
-    return maxima
-
-
-def _scales(act_max: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
-    w_max = torch.stack([w.abs().amax(0) for w in weights]).amax(0)  # per input channel
-    return (act_max.clamp(min=1e-5) ** alpha / w_max.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
-
-
-def smooth(model, maxima: dict, alpha: float) -> None:
-    """Fold SmoothQuant scales into the weights, in place (the function computed is unchanged)."""
-    cfg = model.config
-    group = cfg.num_attention_heads // cfg.num_key_value_heads
-    with torch.no_grad():
-        for i, layer in enumerate(model.model.layers):
-            p, attn, mlp = f"model.layers.{i}", layer.self_attn, layer.mlp
-            s = _scales(
-                maxima[f"{p}.self_attn.q_proj"], [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], alpha
-            )
-            layer.input_layernorm.weight.div_(s)
-            for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
-                lin.weight.mul_(s)
-            s = _scales(maxima[f"{p}.mlp.gate_proj"], [mlp.gate_proj.weight, mlp.up_proj.weight], alpha)
-            layer.post_attention_layernorm.weight.div_(s)
-            for lin in (mlp.gate_proj, mlp.up_proj):
-                lin.weight.mul_(s)
-            # o_proj's input channel (head h, dim d) is v's output (kv head h // group, dim d)
-            d = cfg.head_dim
-            act = maxima[f"{p}.self_attn.o_proj"].reshape(cfg.num_key_value_heads, group, d).amax(1)
-            w = attn.o_proj.weight.abs().amax(0).reshape(cfg.num_key_value_heads, group, d).amax(1)
-            s_kv = (act.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)  # [kv, d]
-            attn.v_proj.weight.div_(s_kv.reshape(-1, 1))
-            attn.v_proj.bias.div_(s_kv.reshape(-1))
-            attn.o_proj.weight.mul_(s_kv[:, None, :].expand(-1, group, -1).reshape(1, -1))
-            s = _scales(maxima[f"{p}.mlp.down_proj"], [mlp.down_proj.weight], alpha)
-            mlp.up_proj.weight.div_(s.reshape(-1, 1))
-            mlp.down_proj.weight.mul_(s)
-
-
-def smooth_head(model, maxima: dict, alpha: float) -> None:
-    """The final RMSNorm into the lm_head, untying a tied head first (the ort graph stores the
-    head as its own transposed copy anyway; the embedding table keeps the original rows)."""
-    with torch.no_grad():
-        if model.lm_head.weight is model.model.embed_tokens.weight:
-            model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
-        s = _scales(maxima["lm_head"], [model.lm_head.weight], alpha)
-        model.model.norm.weight.div_(s)
-        model.lm_head.weight.mul_(s)
-
-
-def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = ()) -> dict:
+def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = (), fp16: bool = False) -> dict:
     """`fp32` (an ort folder) with its MatMuls as dynamic INT8 and its embedding as INT4, sealed."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -125,6 +59,8 @@ def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = ()) -> dict:
     )  # contrib ops defeat its shape inference; fmt: skip
     model = onnx.load(str(tmp))
     _quantize_embedding_gathers(model)
+    if fp16:
+        _fp16_storage(model, set(exclude))
     model.ir_version = IR_VERSION
     onnx.save(model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
     for f in out.glob(".q.onnx*"):
@@ -146,6 +82,9 @@ def main() -> None:
         choices=["int8", "smooth", "fp32"],
         help="lm_head: int8 as the rest, int8 after smoothing the final norm into it, or left fp32",
     )
+    ap.add_argument("--alpha-down", type=float, help="a stronger alpha for down_proj (its inputs carry the outliers)")
+    ap.add_argument("--keep-fp32", default="", help="a substring of MatMul node names left fp32 (a sensitivity probe)")
+    ap.add_argument("--fp16-storage", action="store_true", help="store the --keep-fp32 weights as fp16")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -166,19 +105,36 @@ def main() -> None:
     for alpha in [float(a) for a in args.alphas.split(",")]:
         smoothed = copy.deepcopy(real)
         if alpha > 0:
-            smooth(smoothed.model, maxima, alpha)
+            smooth(smoothed.model, maxima, alpha, args.alpha_down)
             if args.head == "smooth":
                 smooth_head(smoothed.model, maxima, alpha)
         tag = f"{alpha:g}" + ("-head" if args.head == "smooth" and alpha > 0 else "")
+        tag += f"-down{args.alpha_down:g}" if args.alpha_down else ""
         source = args.work / f"fp32-smooth-{tag}"
         export_onnx(smoothed, source, overwrite=True) if not (source / "manifest.json").exists() else None
         del smoothed
         folder = args.work / f"int8-smooth-{tag}-head-{args.head}"
-        manifest = int8_folder(source, folder, ("/lm_head/MatMul",) if args.head == "fp32" else ())
+        exclude = ["/lm_head/MatMul"] if args.head == "fp32" else []
+        if args.keep_fp32:
+            import onnx
+
+            graph = onnx.load(str(source / "model.onnx"), load_external_data=False).graph
+            exclude += [n.name for n in graph.node if n.op_type == "MatMul" and args.keep_fp32 in n.name]
+            kept = "fp16" if args.fp16_storage else "fp32"
+            folder = folder.with_name(f"{folder.name}-{kept}-{args.keep_fp32.strip('/').replace('/', '_')}")
+        manifest = int8_folder(source, folder, tuple(exclude), args.fp16_storage)
         scores = evaluate(folder, fp32, args.text, args.windows, generation_tokens=0).to_dict()
         size = sum(f["bytes"] for n, f in manifest["files"].items() if n.startswith("model.onnx"))
         kept = ("perplexity", "reference_perplexity", "perplexity_increase", "top1_agreement", "mean_kl")
-        row = {"alpha": alpha, "head": args.head, "model_bytes": size, **{k: scores[k] for k in kept}}
+        row = {
+            "alpha": alpha,
+            "alpha_down": args.alpha_down,
+            "head": args.head,
+            "fp32": args.keep_fp32,
+            "fp16_storage": args.fp16_storage,
+            "model_bytes": size,
+            **{k: scores[k] for k in kept},
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -4,9 +4,9 @@ MODEL: an HF folder, a GGUF file, a hub id, the known real model (qwen2.5-coder-
 or a shape name (Qwen2-0.5B, ...: random weights, for measurement). `--format all` loads the model
 once and writes OUTPUT/onnx and OUTPUT/openvino. `--precision fp32|fp16` is how weights are stored;
 `--quantize int4|int8|...` exports, then runs `qwen-edge quantize` on the result; `--target mobile` is
-the phone bundle: the `ort` graph with symmetric INT4 weights in blocks of 32 (MatMulNBits) and an
-INT4 embedding table (GatherBlockQuantized), which onnxruntime-web, ONNX Runtime Mobile and
-onnxruntime-genai all run. The library call behind it: qwen_edge.export.pipeline.build.
+the phone bundle: the `ort` graph smoothed and quantized to dynamic INT8 (MatMulInteger; down_proj
+fp16-stored) with an INT4 embedding table (GatherBlockQuantized), which onnxruntime-web, ONNX
+Runtime Mobile and onnxruntime-genai run. The library call behind it: qwen_edge.export.pipeline.build.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def configure_parser(p) -> None:
     )
     p.add_argument("--dtype", choices=["fp32", "fp16"], help="the same as --precision (older name)")
     p.add_argument(
-        "--target", choices=["mobile"], help="mobile: ONNX ort graph, INT4 (int4-mobile) — what the android_demo loads"
+        "--target",
+        choices=["mobile"],
+        help="mobile: the phone bundle — ONNX ort graph, smoothed dynamic INT8 (down_proj fp16), .ort copy",
     )
     p.add_argument("--stateless", action="store_true", help="OpenVINO: explicit KV inputs / outputs, no state")
     p.add_argument(

@@ -13,6 +13,7 @@ the export (which is then made at the precision that preset starts from).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -49,17 +50,22 @@ def build(
 
     from .npu_rules import NPU
 
+    if target not in (None, "mobile"):
+        raise PipelineError(f"unknown target {target!r}; the one target is mobile")
     if target == "mobile":
-        format, graph, quantize, precision = "onnx", "ort", "int4-mobile", "fp32"
+        format, graph, precision = "onnx", "ort", "fp32"
     _check(format, graph, precision, quantize, device_profile)
     outputs = [Path(output)] if format != "all" else [Path(output) / "onnx", Path(output) / "openvino"]
     for out in outputs:
         bundle.check_output(out, overwrite, source_paths(model))
-    if quantize and isinstance(model, str) and model in SHAPES:
+    if (quantize or target) and isinstance(model, str) and model in SHAPES:
         raise PipelineError(
-            f"{model} is random weights with no tokenizer, and quantizing scores the result on text: export it "
-            "without a preset (then qwen-edge quantize --no-report --data-free), or use a real model"
+            f"{model} is random weights with no tokenizer, and {'the phone bundle' if target else 'quantizing'} "
+            "calibrates and scores on text: export it without a preset (then qwen-edge quantize --no-report "
+            "--data-free), or use a real model"
         )
+    if target == "mobile":
+        return [_mobile(model, outputs[0], overwrite)]
     onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context or 1024, overwrite=overwrite)
     onnx["dtype"] = "fp32" if quantize else precision or "fp32"  # NNCF's MatMulNBits start from fp32 weights
     openvino = dict(
@@ -69,7 +75,7 @@ def build(
         openvino.update(max_prompt=max_prompt or NPU.max_prompt, max_context=max_context or NPU.max_context)
     if quantize:
         export, options = (_onnx, onnx) if format == "onnx" else (_openvino, {**openvino, "weights": "fp16"})
-        return [_quantized(model, outputs[0], quantize, export, options, mobile=target == "mobile")]
+        return [_quantized(model, outputs[0], quantize, export, options)]
     if format == "all":
         model = load(model)  # once for both
         return [_onnx(model, outputs[0], **onnx), _openvino(model, outputs[1], **openvino)]
@@ -108,9 +114,53 @@ def _openvino(model, out, **options) -> dict:
     return export_openvino(model, out, **options)
 
 
-def _quantized(model, out: Path, preset: str, export, options: dict, mobile: bool = False) -> dict:
-    """Unquantized export into a hidden sibling, then quantize it into `out` (atomic as both steps
-    are). `mobile`: also the ORT-format model for native ONNX Runtime Mobile, resealed in."""
+def _mobile(model, out: Path, overwrite: bool) -> dict:
+    """The phone bundle (android_demo/, native ORT Mobile, onnxruntime-genai): the model smoothed
+    (quantize/smoothing.py), exported as an fp32 `ort` graph, its MatMuls dynamic INT8 but
+    down_proj (fp16-stored), embedding INT4 (quantize/onnx_int8.py); scored against the smoothed
+    fp32 graph (the same function) on the built-in text; plus the ORT-format copy. A `model` given
+    already loaded is smoothed in place."""
+    from qwen_edge.models.loaders import Loaded, load
+    from qwen_edge.quantize import calibration, smoothing
+    from qwen_edge.quantize.evaluate import evaluate
+    from qwen_edge.quantize.onnx_int8 import int8_dynamic
+    from qwen_edge.runtime.tokenizer import Tokenizer
+
+    from .ort_mobile import write_ort_format
+
+    loaded = model if isinstance(model, Loaded) else load(model)
+    if loaded.tokenizer_dir is None:
+        raise PipelineError("this model has no tokenizer: the phone bundle is calibrated and scored on text")
+    text, source = calibration.read_text(None)
+    windows = calibration.windows(Tokenizer(loaded.tokenizer_dir).encode(text), 8, 256)
+    maxima = smoothing.activation_maxima(loaded.model, windows)
+    smoothing.smooth(loaded.model, maxima)
+    smoothing.smooth_head(loaded.model, maxima)
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bundle.remove_stale(out)
+    tmp = bundle.sibling(out, "export")
+    try:
+        fp32 = _onnx(loaded, tmp / "fp32", graph="ort", dtype="fp32", overwrite=False)
+        with bundle.staged(out, overwrite) as staged:
+            kept = int8_dynamic(tmp / "fp32", staged)
+            recipe = {"name": "int8-mobile", "smoothing_alpha": smoothing.ALPHA, "kept_fp16": len(kept),
+                      "calibration": calibration.describe(text, source, windows)}  # fmt: skip
+            info = {k: v for k, v in fp32.items() if k not in ("files", "tools")}
+            info |= {"precision": "int8-mobile", "target": "mobile", "recipe": recipe}
+            bundle.seal(staged, info)  # evaluation reads a sealed folder
+            scores = evaluate(staged, tmp / "fp32").to_dict()
+            (staged / "report.json").write_text(json.dumps(scores, indent=2) + "\n")
+            files = write_ort_format(staged, fp32["runtime_file"], "model.onnx.data")
+            return bundle.seal(
+                staged, {**info, "report": scores, "ort_format": {"folder": "ort_mobile", "files": files}}
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quantized(model, out: Path, preset: str, export, options: dict) -> dict:
+    """Unquantized export into a hidden sibling, then quantize it into `out` (atomic as both steps are)."""
     from qwen_edge.quantize.quantize import quantize
 
     out = out.resolve()
@@ -119,21 +169,7 @@ def _quantized(model, out: Path, preset: str, export, options: dict, mobile: boo
     tmp = bundle.sibling(out, "export")
     try:
         export(model, tmp / "export", **{**options, "overwrite": False})
-        if not mobile:
-            return quantize(tmp / "export", out, weights=preset, overwrite=options["overwrite"])
-        from .ort_mobile import write_ort_format
-
-        manifest = quantize(tmp / "export", tmp / "quantized", weights=preset)
-        with bundle.staged(out, options["overwrite"]) as staged:
-            for f in (tmp / "quantized").iterdir():
-                if f.name != "manifest.json":
-                    f.rename(staged / f.name)
-            graph = manifest.get("runtime_file") or manifest["model_file"]
-            files = write_ort_format(staged, graph, manifest["model_file"] + ".data")
-            info = {k: v for k, v in manifest.items() if k not in ("files", "tools")}
-            return bundle.seal(
-                staged, {**info, "target": "mobile", "ort_format": {"folder": "ort_mobile", "files": files}}
-            )
+        return quantize(tmp / "export", out, weights=preset, overwrite=options["overwrite"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
