@@ -34,12 +34,17 @@ def configure_parser(p) -> None:
     p.add_argument("bundle", help="a folder from qwen-edge export MODEL -o OUT --target mobile")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other devices")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--cert", help="HTTPS: certificate file (PEM), so a phone on the same network gets a secure context")
+    p.add_argument("--key", help="HTTPS: the certificate's private key (PEM)")
 
 
-def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
-    """A ThreadingHTTPServer for the app and `bundle` (not started)."""
+def make_server(
+    bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, cert: str | None = None, key: str | None = None
+):
+    """A ThreadingHTTPServer for the app and `bundle` (not started); HTTPS with `cert` and `key`."""
     import logging
     import posixpath
+    import ssl
     import sys
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import unquote
@@ -56,6 +61,8 @@ def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
             f"{bundle} is a {info.format} {info.graph} export, not a phone bundle: "
             "export one with qwen-edge export MODEL -o OUT --target mobile"
         )
+    if bool(cert) != bool(key):
+        raise ServeError("HTTPS needs both --cert and --key (PEM files), or neither for plain HTTP")
     if not 0 <= port <= 65535:
         raise ServeError(f"--port {port} is not a port number: choose one from 1 to 65535 (0: any free port)")
     vendor = DEMO / "node_modules"
@@ -113,22 +120,42 @@ def make_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000):
 
     class Server(ThreadingHTTPServer):
         def handle_error(self, request, client_address):
-            if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-                log.debug("%s closed the connection early", client_address[0])  # a reload, a closed tab
+            if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ssl.SSLError)):
+                # a reload, a closed tab, plain HTTP sent to the HTTPS port
+                log.debug("%s: %s", client_address[0], sys.exc_info()[1])
                 return
             super().handle_error(request, client_address)
 
     try:
-        return Server((host, port), Handler)
+        server = Server((host, port), Handler)
     except OSError as e:
         raise ServeError(
             f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host"
         ) from None
+    if cert:
+        _use_tls(server, cert, key)
+    return server
 
 
-def run(bundle: str, host: str = "127.0.0.1", port: int = 8000) -> None:
-    server = make_server(bundle, host, port)
-    print(f"serving the demo on http://{host}:{server.server_address[1]}/ (bundle {bundle}); Ctrl-C stops")
+def _use_tls(server, cert: str, key: str) -> None:
+    """Wrap the listening socket; each connection's handshake runs in its own handler thread."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        server.server_close()
+        raise ServeError(f"cannot use --cert {cert} --key {key}: {getattr(e, 'strerror', None) or e}") from None
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+
+
+def run(
+    bundle: str, host: str = "127.0.0.1", port: int = 8000, cert: str | None = None, key: str | None = None
+) -> None:
+    server = make_server(bundle, host, port, cert, key)
+    scheme = "https" if cert else "http"
+    print(f"serving the demo on {scheme}://{host}:{server.server_address[1]}/ (bundle {bundle}); Ctrl-C stops")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

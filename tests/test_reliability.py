@@ -3,6 +3,7 @@ no traceback for bad input, no hang. One test (or more) per item of the bad-inpu
 benchmarks/RESULTS.md."""
 
 import errno
+import http.client
 import io
 import json
 import os
@@ -539,3 +540,37 @@ def test_onnx_quantized_files_are_as_readable_as_the_rest(ort, tmp_path):
         os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "q").rglob("*") if p.is_file()}
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_serve_demo_over_https_with_a_certificate(ort, tmp_path, capsys):
+    """--cert / --key: HTTPS, so a phone on the same network gets a secure context."""
+    import ssl
+    import threading
+
+    from qwen_edge.cli.serve_demo import ServeError, make_server
+
+    reseal(ort, target="mobile")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(ServeError, match="both --cert and --key"):
+        make_server(ort, "127.0.0.1", 0, cert=str(cert))
+    with pytest.raises(ServeError, match="cannot use --cert"):
+        make_server(ort, "127.0.0.1", 0, cert=str(key), key=str(key))
+    server = make_server(ort, "127.0.0.1", 0, cert=str(cert), key=str(key))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{server.server_address[1]}/"
+        with urllib.request.urlopen(url, context=context, timeout=10) as r:
+            assert r.status == 200 and r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP to a TLS port gets no page
+            urllib.request.urlopen(url.replace("https", "http"), timeout=10).read()
+        time.sleep(0.3)
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
