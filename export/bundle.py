@@ -102,6 +102,19 @@ def sibling(out: Path, kind: str) -> Path:
 
 
 @contextlib.contextmanager
+def scratch(out: Path) -> Iterator[Path]:
+    """A hidden working folder beside `out` for intermediate exports, removed afterwards (and by
+    the next export of `out` if this process is killed: see remove_stale)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
+    tmp = sibling(out, "export")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def staged(out: str | Path, overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield an empty temporary folder beside `out`; on success it becomes `out` (see
     check_output for what may be replaced; the swap is two renames, and the old folder is put

@@ -14,7 +14,6 @@ the export (which is then made at the precision that preset starts from).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from . import bundle
@@ -136,11 +135,7 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
     maxima = smoothing.activation_maxima(loaded.model, windows)
     smoothing.smooth(loaded.model, maxima)
     smoothing.smooth_head(loaded.model, maxima)
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    bundle.remove_stale(out)
-    tmp = bundle.sibling(out, "export")
-    try:
+    with bundle.scratch(out.resolve()) as tmp:
         fp32 = _onnx(loaded, tmp / "fp32", graph="ort", dtype="fp32", overwrite=False)
         with bundle.staged(out, overwrite) as staged:
             kept = int8_dynamic(tmp / "fp32", staged)
@@ -155,23 +150,15 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
             return bundle.seal(
                 staged, {**info, "report": scores, "ort_format": {"folder": "ort_mobile", "files": files}}
             )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _quantized(model, out: Path, preset: str, export, options: dict) -> dict:
     """Unquantized export into a hidden sibling, then quantize it into `out` (atomic as both steps are)."""
     from qwen_edge.quantize.quantize import quantize
 
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    bundle.remove_stale(out)
-    tmp = bundle.sibling(out, "export")
-    try:
+    with bundle.scratch(out.resolve()) as tmp:
         export(model, tmp / "export", **{**options, "overwrite": False})
         return quantize(tmp / "export", out, weights=preset, overwrite=options["overwrite"])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 __all__ = ["build", "OutputError", "PipelineError", "PRECISIONS"]

@@ -51,8 +51,9 @@ class Sampling:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise SamplingError(f"{name} must be a finite number, not {value!r}")
         for name in ("max_new_tokens", "top_k") + (("seed",) if self.seed is not None else ()):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise SamplingError(f"{name} must be a whole number, not {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SamplingError(f"{name} must be a whole number, not {value!r}")
         checks = (
             (self.max_new_tokens >= 0, "max_new_tokens must be >= 0"),
             (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= 100,

@@ -164,9 +164,6 @@ class Manifest:
         """Positions the model was trained for (config.json's max_position_embeddings)."""
         return self.config.get("max_position_embeddings")
 
-    def model_files(self) -> list[str]:
-        return model_files(self.raw)
-
 
 def _regular_file(folder: Path, name: str) -> os.stat_result:
     """The stat of a listed file that is a regular file inside the folder (links may not leave it)."""
