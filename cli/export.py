@@ -6,7 +6,7 @@ once and writes OUTPUT/onnx and OUTPUT/openvino. `--precision fp32|fp16` is how 
 `--quantize int4|int8|...` exports, then runs `qwen-edge quantize` on the result; `--target mobile` is
 the phone bundle: the `ort` graph smoothed and quantized to dynamic INT8 (MatMulInteger; down_proj
 fp16-stored) with an INT4 embedding table (GatherBlockQuantized), which onnxruntime-web, ONNX
-Runtime Mobile and onnxruntime-genai run. The library call behind it: qwen_edge.export.pipeline.build.
+Runtime Mobile and onnxruntime-genai run. The library call behind it: qwen_edge.quantize.pipeline.build.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def run(
     overwrite: bool = False,
     target: str | None = None,
 ) -> list[dict]:
-    from qwen_edge.export.pipeline import PipelineError, build
+    from qwen_edge.quantize.pipeline import PipelineError, build
 
     from .eval import print_scores
 

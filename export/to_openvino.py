@@ -3,13 +3,15 @@ manifest. Loads in openvino_genai.LLMPipeline and optimum-intel's OVModelForCaus
 
 `device_profile="npu"` writes what the Intel NPU compiles instead: two fully static stateless IRs
 sharing one weights file — openvino_model.xml takes `max_prompt` tokens per call (chunked prefill),
-openvino_decode.xml one — over a KV cache of `max_context` slots, weights symmetric INT4 (the
-`int4-npu` recipe); the NPU lint must pass before the folder is sealed."""
+openvino_decode.xml one — over a KV cache of `max_context` slots, weights compressed by `compress`
+(the pipeline passes quantize.recipes.compress_npu, symmetric INT4); the NPU lint must pass before the
+folder is sealed. Export sits below quantize: it is handed the compression, never imports it."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from qwen_edge.models.loaders import Loaded, load, source_paths
-from qwen_edge.quantize.recipes import compress_openvino, preset
 
 from . import bundle, npu_rules, openvino_graph, openvino_ir
 
@@ -40,14 +41,21 @@ def export_openvino(
     max_prompt: int = npu_rules.NPU.max_prompt,
     max_context: int = npu_rules.NPU.max_context,
     overwrite: bool = False,
+    compress: Callable | None = None,
 ) -> dict:
-    """Export MODEL as an OpenVINO IR folder; return its manifest."""
+    """Export MODEL as an OpenVINO IR folder; return its manifest. `compress(ov.Model) -> (ov.Model,
+    recipe dict)` is required by the NPU profile."""
     if weights not in WEIGHTS:
         raise OpenVINOExportError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     if device_profile not in (None, *PROFILES):
         raise OpenVINOExportError(f"unknown device profile {device_profile!r}; choose one of {', '.join(PROFILES)}")
     if device_profile and not 0 < max_prompt <= max_context:
         raise OpenVINOExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
+    if device_profile and compress is None:
+        raise OpenVINOExportError(
+            "the NPU profile needs its INT4 weight compression: use qwen_edge.quantize.pipeline.build(..., "
+            "device_profile='npu') or pass compress=qwen_edge.quantize.recipes.compress_npu"
+        )
     with (
         bundle.staged(output, overwrite, sources=source_paths(model)) as tmp,
         tqdm(total=4, desc="export openvino", leave=False, disable=None) as steps,
@@ -76,7 +84,7 @@ def export_openvino(
             del loaded  # the graph's constants share the weights' memory: no copy either way
         steps.update()
         if device_profile:
-            extra |= _npu_irs(graph, tmp, max_prompt)
+            extra |= _npu_irs(graph, tmp, max_prompt, compress)
             io = extra.pop("io")
         else:
             io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, fp16)
@@ -109,10 +117,10 @@ def export_openvino(
     return manifest
 
 
-def _npu_irs(model, out_dir: Path, max_prompt: int) -> dict:
-    """Symmetric INT4 once, then a prefill IR (max_prompt tokens) and a decode IR (1 token) sharing
+def _npu_irs(model, out_dir: Path, max_prompt: int, compress: Callable) -> dict:
+    """Compressed once, then a prefill IR (max_prompt tokens) and a decode IR (1 token) sharing
     the weights file."""
-    model, recipe = compress_openvino(model, preset("int4-npu"))
+    model, recipe = compress(model)
     fixed = openvino_ir.fix_windows(model, out_dir, {openvino_ir.MODEL_XML: max_prompt, openvino_ir.DECODE_XML: 1})
     return {
         "io": fixed["io"][openvino_ir.MODEL_XML],
@@ -120,5 +128,5 @@ def _npu_irs(model, out_dir: Path, max_prompt: int) -> dict:
         "decode_io": fixed["io"][openvino_ir.DECODE_XML],
         "weights_file": fixed["weights_file"],
         "device_profile": "npu",
-        "recipe": {"name": "int4-npu", **recipe.to_dict(), "calibration": None},
+        "recipe": recipe,
     }

@@ -184,6 +184,13 @@ def compress_openvino(model, recipe: Recipe, dataset=None):
     return nncf.compress_weights(model, **recipe.nncf_kwargs(dataset)), recipe
 
 
+def compress_npu(model):
+    """The Intel NPU's weights (export_openvino's `compress` for its NPU profile): the int4-npu
+    preset, data-free; the compressed model and the recipe as the manifest records it."""
+    model, recipe = compress_openvino(model, preset("int4-npu"))
+    return model, {"name": "int4-npu", **recipe.to_dict(), "calibration": None}
+
+
 def _tied_table(model) -> bool:
     """Whether a Gather's table (a Constant, maybe through a Convert) also feeds a MatMul."""
     for op in model.get_ops():

@@ -41,6 +41,7 @@ def export_kinds(tmp_path_factory):
     from qwen_edge.export.to_onnx import export_onnx
     from qwen_edge.export.to_openvino import export_openvino
     from qwen_edge.models.shapes import random_model
+    from qwen_edge.quantize.recipes import compress_npu
 
     from .gguf_writer import write_gguf
 
@@ -51,7 +52,9 @@ def export_kinds(tmp_path_factory):
         gguf = str(write_gguf(model, tmp / "m.gguf"))
         export_openvino(gguf, tmp / "openvino", weights="fp32")
         export_openvino(gguf, tmp / "openvino-stateless", weights="fp32", stateless=True)
-        export_openvino(gguf, tmp / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY)
+        export_openvino(
+            gguf, tmp / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY, compress=compress_npu
+        )
         export_onnx(gguf, tmp / "ort")
         export_onnx(gguf, tmp / "portable", graph="portable")
         export_onnx(gguf, tmp / "static", graph="static", max_prompt=WINDOW, max_context=CAPACITY)

@@ -12,7 +12,7 @@ from qwen_edge.export import onnx_graph, openvino_ir
 from qwen_edge.export.npu_rules import check
 from qwen_edge.export.to_openvino import OpenVINOExportError, export_openvino
 from qwen_edge.models.shapes import random_model
-from qwen_edge.quantize.recipes import Recipe, compress_openvino
+from qwen_edge.quantize.recipes import Recipe, compress_npu, compress_openvino
 
 from .onnx_driver import OVSession, run_static, torch_logits
 
@@ -51,7 +51,12 @@ def test_fixed_windows_compute_what_torch_computes(n_prompt, tmp_path):
 
 def test_npu_export_conforms_and_equals_the_dynamic_ir_with_the_same_int4_weights(tmp_path):
     manifest = export_openvino(
-        "tiny-untied", tmp_path / "npu", device_profile="npu", max_prompt=WINDOW, max_context=CAPACITY
+        "tiny-untied",
+        tmp_path / "npu",
+        device_profile="npu",
+        max_prompt=WINDOW,
+        max_context=CAPACITY,
+        compress=compress_npu,
     )
     assert check(tmp_path / "npu") == []
     assert manifest["device_profile"] == "npu" and manifest["graph"] == "static"
@@ -93,9 +98,15 @@ def _stateless_logits(session, ids):
 
 def test_npu_window_limits_are_checked_before_any_work(tmp_path):
     with pytest.raises(OpenVINOExportError, match="--max-prompt \\(64\\) must be between 1 and --max-context"):
-        export_openvino("tiny", tmp_path / "a", device_profile="npu", max_prompt=64, max_context=32)
+        export_openvino(
+            "tiny", tmp_path / "a", device_profile="npu", max_prompt=64, max_context=32, compress=compress_npu
+        )
     with pytest.raises(OpenVINOExportError, match="exceeds the model's"):
-        export_openvino("tiny", tmp_path / "b", device_profile="npu", max_prompt=8, max_context=1 << 20)
+        export_openvino(
+            "tiny", tmp_path / "b", device_profile="npu", max_prompt=8, max_context=1 << 20, compress=compress_npu
+        )
+    with pytest.raises(OpenVINOExportError, match="needs its INT4 weight compression"):
+        export_openvino("tiny", tmp_path / "d", device_profile="npu", max_prompt=8, max_context=32)
     with pytest.raises(OpenVINOExportError, match="unknown device profile 'gpu'"):
         export_openvino("tiny", tmp_path / "c", device_profile="gpu")
     assert not list(tmp_path.iterdir())  # nothing half-written

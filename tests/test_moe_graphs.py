@@ -56,7 +56,7 @@ def test_openvino_graph_moe_matches_torch(moe):
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_moe_exports_generate_like_torch_in_the_engine(fmt, tmp_path, monkeypatch):
-    from qwen_edge.export.pipeline import build
+    from qwen_edge.quantize.pipeline import build
     from qwen_edge.runtime import Engine
 
     from .gguf_writer import write_gguf

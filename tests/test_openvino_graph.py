@@ -13,6 +13,7 @@ import torch
 from qwen_edge.export.openvino_graph import build
 from qwen_edge.export.to_openvino import export_openvino
 from qwen_edge.models.shapes import random_model
+from qwen_edge.quantize.recipes import compress_npu
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
@@ -75,5 +76,7 @@ def test_fp16_weights_are_marked_as_decompression(tmp_path):
 def test_every_model_is_built_op_by_op_moe_included(tmp_path):
     assert export_openvino("tiny-moe", tmp_path / "ir")["ir_from"] == "built"
     assert export_openvino("tiny", tmp_path / "ir2")["ir_from"] == "built"
-    npu = export_openvino("tiny", tmp_path / "npu", device_profile="npu", max_prompt=8, max_context=32)
+    npu = export_openvino(
+        "tiny", tmp_path / "npu", device_profile="npu", max_prompt=8, max_context=32, compress=compress_npu
+    )
     assert npu["ir_from"] == "built" and "cache_position" in npu["io"]["inputs"]

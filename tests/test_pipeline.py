@@ -1,4 +1,4 @@
-"""export/pipeline.py: the Python API builds what the CLI builds; precision and preset are two
+"""quantize/pipeline.py: the Python API builds what the CLI builds; precision and preset are two
 separate choices, and every combination is checked before any work."""
 
 import json
@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from qwen_edge.cli.main import main
-from qwen_edge.export.pipeline import PipelineError, build
+from qwen_edge.quantize.pipeline import PipelineError, build
 
 
 def initializer_types(path) -> set[int]:

@@ -1,5 +1,6 @@
 """Every target the CLI builds, as one library call: export, optionally quantize, optionally the
-phone bundle, each output written atomically.
+phone bundle, each output written atomically. It lives in quantize because it uses both packages and
+export never imports quantize (the layering: models -> runtime -> export -> quantize -> cli).
 
     build("model.gguf", "out")                                         # ONNX ort graph, fp32
     build("model.gguf", "out", format="openvino", quantize="int4")     # fp16 IR, then NNCF INT4
@@ -16,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import bundle
-from .bundle import OutputError
+from qwen_edge.export import bundle
+from qwen_edge.export.bundle import OutputError
 
 PRECISIONS = ("fp32", "fp16")
 FORMATS = ("onnx", "openvino", "all")
@@ -44,10 +45,9 @@ def build(
     """Build MODEL into `output`; the manifest of each folder written. Everything that can be
     checked before loading the model is checked first: a refused output or combination costs
     nothing."""
+    from qwen_edge.export.npu_rules import NPU
     from qwen_edge.models.loaders import load, source_paths
     from qwen_edge.models.shapes import SHAPES
-
-    from .npu_rules import NPU
 
     if target not in (None, "mobile"):
         raise PipelineError(f"unknown target {target!r}; the one target is mobile")
@@ -89,7 +89,7 @@ def _check(format, graph, precision, quantize, device_profile) -> None:
             f"precision {precision!r} is a storage precision ({', '.join(PRECISIONS)}); quantize with a preset instead"
         )
     if quantize:
-        from qwen_edge.quantize.recipes import preset
+        from .recipes import preset
 
         preset(quantize)  # unknown names fail here
         if format == "all" or device_profile or (format == "onnx" and graph != "ort"):
@@ -102,15 +102,17 @@ def _check(format, graph, precision, quantize, device_profile) -> None:
 
 
 def _onnx(model, out, **options) -> dict:
-    from .to_onnx import export_onnx  # the ONNX stack costs seconds to import: only when used
+    from qwen_edge.export.to_onnx import export_onnx  # the ONNX stack costs seconds to import: only when used
 
     return export_onnx(model, out, **options)
 
 
 def _openvino(model, out, **options) -> dict:
-    from .to_openvino import export_openvino
+    from qwen_edge.export.to_openvino import export_openvino
 
-    return export_openvino(model, out, **options)
+    from .recipes import compress_npu
+
+    return export_openvino(model, out, **options, compress=compress_npu if options.get("device_profile") else None)
 
 
 def _mobile(model, out: Path, overwrite: bool) -> dict:
@@ -119,13 +121,13 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
     down_proj (fp16-stored), embedding INT4 (quantize/onnx_int8.py); scored against the smoothed
     fp32 graph (the same function) on the built-in text; plus the ORT-format copy. A `model` given
     already loaded is smoothed in place."""
+    from qwen_edge.export.ort_mobile import write_ort_format
     from qwen_edge.models.loaders import Loaded, load
-    from qwen_edge.quantize import calibration, smoothing
-    from qwen_edge.quantize.evaluate import evaluate
-    from qwen_edge.quantize.onnx_int8 import int8_dynamic
     from qwen_edge.runtime.tokenizer import Tokenizer
 
-    from .ort_mobile import write_ort_format
+    from . import calibration, smoothing
+    from .evaluate import evaluate
+    from .onnx_int8 import int8_dynamic
 
     loaded = model if isinstance(model, Loaded) else load(model)
     if loaded.tokenizer_dir is None:
@@ -154,7 +156,7 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
 
 def _quantized(model, out: Path, preset: str, export, options: dict) -> dict:
     """Unquantized export into a hidden sibling, then quantize it into `out` (atomic as both steps are)."""
-    from qwen_edge.quantize.quantize import quantize
+    from .quantize import quantize
 
     with bundle.scratch(out.resolve()) as tmp:
         export(model, tmp / "export", **{**options, "overwrite": False})
