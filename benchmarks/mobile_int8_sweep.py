@@ -27,11 +27,11 @@ import json
 import shutil
 from pathlib import Path
 
-from qwen_edge.quantize.onnx_int8 import _fp16_storage
+from qwen_edge.quantize.onnx_int8 import _stored_smaller
 from qwen_edge.quantize.smoothing import activation_maxima, smooth, smooth_head
 
 
-def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = (), fp16: bool = False) -> dict:
+def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = (), storage: str = "fp32") -> dict:
     """`fp32` (an ort folder) with its MatMuls as dynamic INT8 and its embedding as INT4, sealed."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -59,8 +59,8 @@ def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = (), fp16: bool
     )  # contrib ops defeat its shape inference; fmt: skip
     model = onnx.load(str(tmp))
     _quantize_embedding_gathers(model)
-    if fp16:
-        _fp16_storage(model, set(exclude))
+    if storage != "fp32":
+        _stored_smaller(model, set(exclude), storage)
     model.ir_version = IR_VERSION
     onnx.save(model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
     for f in out.glob(".q.onnx*"):
@@ -84,7 +84,10 @@ def main() -> None:
     )
     ap.add_argument("--alpha-down", type=float, help="a stronger alpha for down_proj (its inputs carry the outliers)")
     ap.add_argument("--keep-fp32", default="", help="a substring of MatMul node names left fp32 (a sensitivity probe)")
-    ap.add_argument("--fp16-storage", action="store_true", help="store the --keep-fp32 weights as fp16")
+    ap.add_argument(
+        "--kept-storage", default="fp32", choices=["fp32", "fp16", "int8"],
+        help="how the --keep-fp32 weights are stored (computed fp32 either way: ORT folds the rebuild at load)",
+    )
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -120,9 +123,9 @@ def main() -> None:
 
             graph = onnx.load(str(source / "model.onnx"), load_external_data=False).graph
             exclude += [n.name for n in graph.node if n.op_type == "MatMul" and args.keep_fp32 in n.name]
-            kept = "fp16" if args.fp16_storage else "fp32"
+            kept = args.kept_storage
             folder = folder.with_name(f"{folder.name}-{kept}-{args.keep_fp32.strip('/').replace('/', '_')}")
-        manifest = int8_folder(source, folder, tuple(exclude), args.fp16_storage)
+        manifest = int8_folder(source, folder, tuple(exclude), args.kept_storage)
         scores = evaluate(folder, fp32, args.text, args.windows, generation_tokens=0).to_dict()
         size = sum(f["bytes"] for n, f in manifest["files"].items() if n.startswith("model.onnx"))
         kept = ("perplexity", "reference_perplexity", "perplexity_increase", "top1_agreement", "mean_kl")
@@ -131,7 +134,7 @@ def main() -> None:
             "alpha_down": args.alpha_down,
             "head": args.head,
             "fp32": args.keep_fp32,
-            "fp16_storage": args.fp16_storage,
+            "kept_storage": args.kept_storage,
             "model_bytes": size,
             **{k: scores[k] for k in kept},
         }

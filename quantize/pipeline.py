@@ -118,9 +118,9 @@ def _openvino(model, out, **options) -> dict:
 def _mobile(model, out: Path, overwrite: bool) -> dict:
     """The phone bundle (android_demo/, native ORT Mobile, onnxruntime-genai): the model smoothed
     (quantize/smoothing.py), exported as an fp32 `ort` graph, its MatMuls dynamic INT8 but
-    down_proj (fp16-stored), embedding INT4 (quantize/onnx_int8.py); scored against the smoothed
-    fp32 graph (the same function) on the built-in text; plus the ORT-format copy. A `model` given
-    already loaded is smoothed in place."""
+    down_proj (computed fp32, stored int8 per channel), embedding INT4 (quantize/onnx_int8.py);
+    scored against the smoothed fp32 graph (the same function) on the built-in text; plus the
+    ORT-format copy. A `model` given already loaded is smoothed in place."""
     from qwen_edge.export.ort_mobile import write_ort_format
     from qwen_edge.models.loaders import Loaded, load
     from qwen_edge.runtime.tokenizer import Tokenizer
@@ -141,7 +141,8 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
         fp32 = _onnx(loaded, tmp / "fp32", graph="ort", dtype="fp32", overwrite=False)
         with bundle.staged(out, overwrite) as staged:
             kept = int8_dynamic(tmp / "fp32", staged)
-            recipe = {"name": "int8-mobile", "smoothing_alpha": smoothing.ALPHA, "kept_fp16": len(kept),
+            recipe = {"name": "int8-mobile", "smoothing_alpha": smoothing.ALPHA, "kept_storage": "int8",
+                      "kept_fp32_compute": len(kept),
                       "calibration": calibration.describe(text, source, windows)}  # fmt: skip
             info = {k: v for k, v in fp32.items() if k not in ("files", "tools")}
             info |= {"precision": "int8-mobile", "target": "mobile", "recipe": recipe}

@@ -109,6 +109,12 @@ def penalize(logits: np.ndarray, s: Sampling, seen: np.ndarray, output: np.ndarr
 def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
     if s.temperature <= 0:
         return int(np.argmax(logits))
+    p = probabilities(logits, s)
+    return int(rng.choice(p.size, p=p))
+
+
+def probabilities(logits: np.ndarray, s: Sampling) -> np.ndarray:
+    """The distribution `sample` draws from at temperature > 0: temperature, top-k, min-p, top-p."""
     z = logits.astype(np.float64) / s.temperature
     if 0 < s.top_k < z.size:
         z[z < np.partition(z, -s.top_k)[-s.top_k]] = -np.inf
@@ -125,7 +131,7 @@ def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
         keep = np.cumsum(p[order]) - p[order] < s.top_p  # smallest set whose mass reaches top_p
         p[order[~keep]] = 0.0
         p /= p.sum()
-    return int(rng.choice(p.size, p=p))
+    return p
 
 
 def generate(

@@ -6,7 +6,7 @@ import torch
 
 from qwen_edge.models.reference import TorchStep
 from qwen_edge.models.shapes import random_model
-from qwen_edge.runtime.generate import Sampling, Stats, generate, sample
+from qwen_edge.runtime.generate import Sampling, Stats, generate, probabilities, sample
 
 
 class ScriptedStep:
@@ -72,11 +72,15 @@ def test_torch_reference_step_matches_full_forward():
 
 @pytest.mark.parametrize("temperature", [0.7, 1.3])
 def test_temperature_sharpens_or_flattens(temperature):
-    logits = np.log(np.array([0.6, 0.4]))
-    rng = np.random.default_rng(1)
+    # On the distribution itself (a sampling share cannot tell T=1.3 from T=1 within its noise).
+    logits = np.log(np.array([0.6, 0.3, 0.1]))
+    expected = np.array([0.6, 0.3, 0.1]) ** (1 / temperature)
+    p = probabilities(logits, Sampling(temperature=temperature))
+    assert np.allclose(p, expected / expected.sum(), atol=1e-12)
+    assert not np.allclose(p, [0.6, 0.3, 0.1], atol=1e-3)
+    rng = np.random.default_rng(1)  # and the draws follow it
     share = np.mean([sample(logits, Sampling(temperature=temperature), rng) == 0 for _ in range(4000)])
-    expected = 0.6 ** (1 / temperature) / (0.6 ** (1 / temperature) + 0.4 ** (1 / temperature))
-    assert abs(share - expected) < 0.03
+    assert abs(share - p[0]) < 0.03
 
 
 def test_min_p_drops_tokens_below_a_share_of_the_top():

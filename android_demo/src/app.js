@@ -1,9 +1,9 @@
 // The chat screen: download + verify the bundle (manifest.json sizes and sha256, cached for
-// offline use), then chat with the model on onnxruntime-web, streaming tokens, with a stop button.
-import * as ort from "onnxruntime-web";
+// offline use), then chat with the model on onnxruntime-web in a worker (src/worker.js), streaming
+// tokens, with stop, new chat and sampling settings. The worker keeps the KV cache between turns.
 import { Template } from "@huggingface/jinja";
 
-import { Generator, TextStreamer } from "./generate.js";
+import { TextStreamer } from "./generate.js";
 import { Tokenizer } from "./tokenizer.js";
 
 const BUNDLE = new URL("bundle/", location.href); // `qwen-edge serve-demo OUT` serves OUT here
@@ -60,12 +60,62 @@ async function fetchVerified(name, entry, progress) {
   return bytes;
 }
 
+// Sampling settings: the model's generation_config.json where it has them, else Qwen2.5's published
+// defaults; the user's changes are kept on this device.
+const SETTINGS = "qwen-edge-settings";
+const CONTEXT_LIMIT = 4096; // positions kept for a chat on a phone: the KV cache of the 0.5B is 12 KB per token
+
+function loadSettings(generation) {
+  const defaults = {
+    temperature: generation.temperature ?? 0.7,
+    topP: generation.top_p ?? 0.8,
+    topK: generation.top_k ?? 20,
+    maxNewTokens: 512,
+  };
+  let saved = {};
+  try {
+    saved = JSON.parse(localStorage.getItem(SETTINGS) || "{}");
+  } catch {
+    saved = {};
+  }
+  return { ...defaults, ...saved };
+}
+
+function bindSettings(settings) {
+  const fields = { temperature: "set-temperature", topP: "set-top-p", maxNewTokens: "set-max-tokens" };
+  for (const [key, id] of Object.entries(fields)) {
+    const input = $(id);
+    const shown = $(`${id}-value`);
+    input.value = settings[key];
+    if (shown) shown.textContent = String(settings[key]);
+    input.oninput = () => {
+      const value = Number(input.value);
+      if (!Number.isFinite(value)) return;
+      settings[key] = key === "maxNewTokens" ? Math.max(1, Math.round(value)) : value;
+      if (shown) shown.textContent = String(settings[key]);
+      localStorage.setItem(SETTINGS, JSON.stringify({ temperature: settings.temperature, topP: settings.topP, maxNewTokens: settings.maxNewTokens }));
+    };
+  }
+  $("settings-button").onclick = () => {
+    $("settings").hidden = !$("settings").hidden;
+    $("settings-button").setAttribute("aria-expanded", String(!$("settings").hidden));
+  };
+}
+
+// A name a person recognizes: the source file's name without its extension, or the config's type.
+function modelName(manifest, config) {
+  const path = manifest.source?.path || "";
+  const file = path.split(/[\\/]/).pop().replace(/\.(gguf|safetensors)$/i, "");
+  return file || config._name_or_path || config.model_type || "model";
+}
+
 async function load() {
   state("loading");
   if (!crypto?.subtle) throw new Error("open this page over https or http://localhost (see README): the browser hides crypto.subtle elsewhere");
   const manifest = await (await fetch(new URL("manifest.json", BUNDLE))).json();
   const graph = manifest.runtime_file || manifest.model_file;
-  const names = [graph, `${manifest.model_file}.data`, "tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"];
+  const dataName = `${manifest.model_file}.data`;
+  const names = [graph, dataName, "tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"];
   const missing = names.filter((n) => !manifest.files[n]);
   if (manifest.format !== "onnx" || manifest.graph !== "ort" || missing.length) {
     throw new Error(`this bundle is not a mobile export (${missing.join(", ") || manifest.graph}): run qwen-edge export MODEL -o OUT --target mobile`);
@@ -91,20 +141,29 @@ async function load() {
   const config = text("config.json");
   const generation = text("generation_config.json");
   const tokenizerConfig = text("tokenizer_config.json");
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-  ort.env.wasm.wasmPaths = new URL("vendor/ort/", location.href).href;
-  const session = await ort.InferenceSession.create(files[graph], {
-    executionProviders: ["wasm"],
-    externalData: [{ path: `${manifest.model_file}.data`, data: files[`${manifest.model_file}.data`] }],
-  });
-  const tokenizer = new Tokenizer(text("tokenizer.json"));
   const eos = [].concat(generation.eos_token_id ?? config.eos_token_id ?? []);
+  const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
+  const ready = await new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => (data.type === "ready" ? resolve(data) : reject(new Error(data.message)));
+    worker.onerror = (e) => reject(new Error(`the model's worker failed to start: ${e.message || "see the console"}`));
+    const threads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+    worker.postMessage(
+      { type: "load", graph: files[graph], data: files[dataName], dataName, threads,
+        config: { ...config, eos_token_id: eos }, wasmPaths: new URL("vendor/ort/", location.href).href },
+      [files[graph].buffer, files[dataName].buffer],
+    ); // fmt: transferred, not copied: the page keeps no second copy of the weights
+  });
   return {
-    tokenizer,
+    worker,
+    threads: ready.threads,
+    name: modelName(manifest, config),
+    precision: manifest.precision,
+    megabytes: total / 1e6,
+    context: Math.min(config.max_position_embeddings || CONTEXT_LIMIT, CONTEXT_LIMIT),
+    settings: loadSettings(generation),
+    tokenizer: new Tokenizer(text("tokenizer.json")),
     template: new Template(tokenizerConfig.chat_template),
     eosToken: typeof tokenizerConfig.eos_token === "string" ? tokenizerConfig.eos_token : tokenizerConfig.eos_token?.content,
-    generator: new Generator(ort, session, { ...config, eos_token_id: eos }),
-    threads: ort.env.wasm.numThreads,
   };
 }
 
@@ -113,8 +172,31 @@ function bubble(role, text = "") {
   div.className = `msg ${role}`;
   div.textContent = text;
   $("messages").append(div);
-  div.scrollIntoView({ block: "end" });
   return div;
+}
+
+// Follow the reply as it streams, unless the reader scrolled up to read something earlier.
+function nearBottom() {
+  const m = $("messages");
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+}
+
+function scrollToEnd() {
+  const m = $("messages");
+  m.scrollTop = m.scrollHeight;
+}
+
+// The conversation as the template renders it, oldest turns dropped until it fits the context.
+function promptFor(model, messages, maxNew) {
+  let kept = messages;
+  for (;;) {
+    const ids = model.tokenizer.encode(model.template.render({ messages: kept, add_generation_prompt: true, eos_token: model.eosToken }));
+    if (ids.length + maxNew <= model.context) return { ids, dropped: messages.length - kept.length };
+    if (kept.length <= 1) {
+      throw new Error(`this message needs ${ids.length} tokens plus ${maxNew} for the answer, over the ${model.context} this chat holds: shorten it or lower max tokens`);
+    }
+    kept = kept.slice(2); // the oldest user turn and its answer
+  }
 }
 
 async function main() {
@@ -125,51 +207,99 @@ async function main() {
   } catch (e) {
     return fail(String(e.message || e));
   }
+  $("model").textContent = `${model.name} · ${model.precision} · ${model.megabytes < 10 ? model.megabytes.toFixed(1) : model.megabytes.toFixed(0)} MB`;
   $("status").textContent =
     `ready · onnxruntime-web (wasm, ${model.threads} thread${model.threads > 1 ? "s" : ""})` +
     (notCached.length ? " · not stored for offline use (browser storage refused it)" : "");
-  $("prompt").disabled = $("send").disabled = false;
+  bindSettings(model.settings);
+  $("prompt").disabled = $("send").disabled = $("new-chat").disabled = false;
   state("ready");
-  const messages = [];
-  let controller = null;
-  $("stop").onclick = () => controller?.abort();
+  const replies = (window.qwenEdge = { replies: [] }).replies; // each reply's numbers, for tests and benchmarks
+  let messages = [];
+  let busy = false;
+  $("stop").onclick = () => model.worker.postMessage({ type: "stop" });
+  $("new-chat").onclick = () => {
+    if (busy) return;
+    messages = [];
+    $("messages").replaceChildren();
+    $("speed").textContent = "";
+    model.worker.postMessage({ type: "reset" });
+    $("prompt").focus();
+    state("ready");
+  };
   $("composer").onsubmit = async (event) => {
     event.preventDefault();
     const text = $("prompt").value.trim();
-    if (!text || controller) return;
+    if (!text || busy) return;
+    const settings = model.settings;
+    const conversation = [...messages, { role: "user", content: text }];
+    let prompt;
+    try {
+      prompt = promptFor(model, conversation, settings.maxNewTokens);
+    } catch (e) {
+      $("speed").textContent = e.message;
+      return;
+    }
+    busy = true;
     $("prompt").value = "";
-    messages.push({ role: "user", content: text });
+    $("error").hidden = true;
     bubble("user", text);
     const out = bubble("assistant");
-    const prompt = model.template.render({ messages, add_generation_prompt: true, eos_token: model.eosToken });
-    const ids = model.tokenizer.encode(prompt);
+    scrollToEnd();
     const streamer = new TextStreamer(model.tokenizer, ["<|im_end|>"]);
-    controller = new AbortController();
     $("send").hidden = true;
     $("stop").hidden = false;
+    $("new-chat").disabled = true;
     state("generating");
-    const start = performance.now();
-    let first = 0;
+    let pending = "";
+    let frame = 0;
     let count = 0;
-    try {
-      for await (const token of model.generator.generate(ids, { maxNewTokens: 256, signal: controller.signal })) {
-        if (!first) first = performance.now();
-        count++;
-        out.textContent += streamer.put(token);
-        out.dataset.tokens = String(count);
-        const rate = count > 1 ? ((count - 1) * 1000) / (performance.now() - first) : 0;
-        $("speed").textContent = `${count} tokens · ${rate.toFixed(1)} tokens/s · first token ${((first - start) / 1000).toFixed(2)} s`;
-        await new Promise((r) => setTimeout(r, 0)); // let the page paint and the stop button work
-      }
-      out.textContent += streamer.end();
-    } catch (e) {
-      fail(String(e.message || e));
-    }
-    messages.push({ role: "assistant", content: out.textContent });
-    state(controller.signal.aborted ? "stopped" : "done");
-    controller = null;
+    const paints = []; // the token count at each paint: what a reader saw grow
+    const flush = () => {
+      frame = 0;
+      const follow = nearBottom();
+      out.textContent += pending;
+      pending = "";
+      out.dataset.tokens = String(count);
+      paints.push(count);
+      if (follow) scrollToEnd();
+    };
+    const end = await new Promise((resolve) => {
+      model.worker.onmessage = ({ data }) => {
+        if (data.type === "token") {
+          count++;
+          pending += streamer.put(data.token);
+          frame ||= requestAnimationFrame(flush); // one paint per frame, however fast tokens come
+        } else if (data.type === "start") {
+          $("speed").textContent = `first token ${data.ttft.toFixed(2)} s · ${data.computed} prompt tokens computed, ${data.reused} reused`;
+        } else if (data.type === "end" || data.type === "error") {
+          resolve(data);
+        }
+      };
+      const { temperature, topP, topK, maxNewTokens } = settings;
+      model.worker.postMessage({ type: "generate", ids: prompt.ids, opts: { temperature, topP, topK, maxNewTokens, seed: Date.now() >>> 0 } });
+    });
+    if (frame) cancelAnimationFrame(frame);
+    pending += streamer.end();
+    flush();
+    busy = false;
     $("send").hidden = false;
     $("stop").hidden = true;
+    $("new-chat").disabled = false;
+    if (end.type === "error") return fail(end.message);
+    messages = [...conversation.slice(prompt.dropped), { role: "assistant", content: out.textContent }];
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent =
+      `${end.tokens} tokens · ${end.decodeRate.toFixed(1)} tokens/s · first token ${end.ttft.toFixed(2)} s` +
+      (end.reused ? ` · ${end.reused} of ${end.reused + end.computed} prompt tokens reused` : "") +
+      (prompt.dropped ? ` · ${prompt.dropped} oldest messages left out to fit` : "");
+    const follow = nearBottom();
+    out.after(meta);
+    if (follow) scrollToEnd();
+    $("speed").textContent = meta.textContent;
+    replies.push({ tokens: end.tokens, ttft_s: end.ttft, decode_tok_s: end.decodeRate, reused: end.reused, computed: end.computed, stopped: end.stopped, paints });
+    state(end.stopped ? "stopped" : "done");
   };
 }
 

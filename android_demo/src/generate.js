@@ -5,43 +5,83 @@
 // the next call's past.
 
 export function sample(logits, opts, rng, seen = [], output = []) {
+  if (!((opts.temperature ?? 0) > 0)) return argmax(penalized(logits, opts, seen, output));
+  const { ids, p } = probabilities(logits, opts, seen, output);
+  let r = rng();
+  for (let j = 0; j < p.length; j++) {
+    r -= p[j];
+    if (r < 0) return ids[j];
+  }
+  return ids[argmax(p)];
+}
+
+function penalized(logits, opts, seen, output) {
   const z = Float64Array.from(logits);
   if (opts.repetitionPenalty && opts.repetitionPenalty !== 1) {
     for (const id of new Set(seen)) z[id] = z[id] > 0 ? z[id] / opts.repetitionPenalty : z[id] * opts.repetitionPenalty;
   }
   if (opts.presencePenalty) for (const id of new Set(output)) z[id] -= opts.presencePenalty;
-  const temperature = opts.temperature ?? 0;
-  if (temperature <= 0) return argmax(z);
-  for (let i = 0; i < z.length; i++) z[i] /= temperature;
+  return z;
+}
+
+// The distribution a token is drawn from (temperature > 0), as the ids with a probability above 0
+// and those probabilities: the Python runtime's `probabilities`, rule for rule. Only candidates are
+// handled after top-k (a phone cannot afford sorting 151,936 logits per token).
+export function probabilities(logits, opts, seen = [], output = []) {
+  const z = penalized(logits, opts, seen, output);
+  const temperature = opts.temperature;
   const topK = opts.topK ?? 0;
+  let ids;
   if (topK > 0 && topK < z.length) {
-    const kth = Float64Array.from(z).sort()[z.length - topK];
-    for (let i = 0; i < z.length; i++) if (z[i] < kth) z[i] = -Infinity;
+    const kth = z[largest(z, topK).at(-1)];
+    ids = [];
+    for (let i = 0; i < z.length; i++) if (z[i] >= kth) ids.push(i); // ties with the k-th stay, as in Python
+  } else {
+    ids = Array.from(z.keys());
   }
-  const max = maxOf(z);
-  let p = z.map((v) => Math.exp(v - max));
+  const max = maxOf(ids.map((i) => z[i]));
+  let p = ids.map((i) => Math.exp((z[i] - max) / temperature));
   normalize(p);
   if (opts.minP > 0) {
     const cut = opts.minP * maxOf(p);
-    p = p.map((v) => (v < cut ? 0 : v));
-    normalize(p);
+    [ids, p] = keep(ids, p, (v) => v >= cut);
   }
   const topP = opts.topP ?? 1;
   if (topP < 1) {
+    [ids, p] = keep(ids, p, (v) => v > 0);
     const order = Array.from(p.keys()).sort((a, b) => p[b] - p[a]);
     let mass = 0;
-    for (const i of order) {
-      if (mass >= topP) p[i] = 0; // the smallest set whose mass reaches top_p is kept
-      mass += p[i] > 0 ? p[i] : 0;
+    const kept = new Set();
+    for (const j of order) {
+      if (mass >= topP) break; // the smallest set whose mass reaches top_p is kept
+      kept.add(j);
+      mass += p[j];
     }
-    normalize(p);
+    [ids, p] = keep(ids, p, (_, j) => kept.has(j));
   }
-  let r = rng();
-  for (let i = 0; i < p.length; i++) {
-    r -= p[i];
-    if (r < 0) return i;
+  return { ids, p };
+}
+
+// The k largest entries' indices (a small sorted buffer: O(n) for the k of a chat, 20 to 100).
+function largest(values, k) {
+  const top = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (top.length === k && v <= values[top[k - 1]]) continue;
+    let at = top.length === k ? k - 1 : top.length;
+    while (at > 0 && values[top[at - 1]] < v) at--;
+    top.splice(at, 0, i);
+    if (top.length > k) top.pop();
   }
-  return argmax(p);
+  return top;
+}
+
+// The candidates (and their probabilities, renormalized) for which `test(p, j)` holds.
+function keep(ids, p, test) {
+  const j = Array.from(p.keys()).filter((i) => test(p[i], i));
+  const q = j.map((i) => p[i]);
+  normalize(q);
+  return [j.map((i) => ids[i]), q];
 }
 
 // A loop, never Math.max(...values): spreading a 151,936-entry vocabulary overflows V8's stack.
@@ -75,12 +115,13 @@ export function seeded(seed) {
   };
 }
 
-// Token ids in, text pieces out: whole characters only, never any part of a stop string.
+// Token ids in, text pieces out: whole characters only, never any part of a stop string. Each
+// token's bytes go through a streaming UTF-8 decoder (it holds back an unfinished character), so a
+// token costs the same at the 1000th as at the first.
 export class TextStreamer {
   constructor(tokenizer, stop = []) {
     this.tokenizer = tokenizer;
     this.stop = stop.filter(Boolean);
-    this.tokens = [];
     this.text = "";
     this.sent = 0;
     this.stopped = false;
@@ -89,16 +130,13 @@ export class TextStreamer {
 
   put(token) {
     if (this.stopped) return "";
-    this.tokens.push(token);
-    const bytes = this.tokenizer.bytes(this.tokens);
-    const complete = completeLength(bytes);
-    this.text = this.decoder.decode(bytes.subarray(0, complete));
+    this.text += this.decoder.decode(this.tokenizer.bytes([token]), { stream: true });
     return this.release(false);
   }
 
   end() {
     if (this.stopped) return "";
-    this.text = this.decoder.decode(this.tokenizer.bytes(this.tokens));
+    this.text += this.decoder.decode();
     return this.release(true);
   }
 
@@ -127,22 +165,9 @@ export class TextStreamer {
   }
 }
 
-// Bytes up to the last complete UTF-8 character.
-function completeLength(bytes) {
-  const n = bytes.length;
-  let i = n - 1;
-  let continuation = 0;
-  while (i >= 0 && continuation < 3 && (bytes[i] & 0xc0) === 0x80) {
-    i--;
-    continuation++;
-  }
-  if (i < 0) return n; // stray continuation bytes: the decoder replaces them
-  const lead = bytes[i];
-  const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
-  return continuation + 1 >= need ? n : i;
-}
-
-// The exported folder on onnxruntime-web: prefill then one token at a time.
+// The exported folder on onnxruntime-web: prefill then one token at a time. The KV cache stays
+// between calls (as the Python runtime's session does): a call computes only the part of its
+// prompt the cache does not hold yet, so a chat's second turn does not re-run the first.
 export class Generator {
   constructor(ort, session, config) {
     this.ort = ort;
@@ -151,7 +176,30 @@ export class Generator {
     this.kvHeads = config.num_key_value_heads;
     this.headDim = config.head_dim ?? config.hidden_size / config.num_attention_heads;
     this.eos = new Set([].concat(config.eos_token_id ?? []));
-    this.kvType = "float32";
+    this.reset();
+  }
+
+  // Forget the cache: the next call computes its whole prompt.
+  reset() {
+    this.cached = []; // the token ids whose keys and values the cache holds, in order
+    this.past = null;
+    this.stats = { reused: 0, computed: 0 };
+  }
+
+  // Keep the first n cached positions (a view would keep the old buffers alive: copy).
+  trim(n) {
+    if (n >= this.cached.length) return;
+    if (n === 0 || !this.past) return this.reset();
+    const { ort, kvHeads, headDim } = this;
+    const length = this.cached.length;
+    for (const [name, tensor] of Object.entries(this.past)) {
+      const kept = new Float32Array(kvHeads * n * headDim);
+      for (let h = 0; h < kvHeads; h++) {
+        kept.set(tensor.data.subarray(h * length * headDim, (h * length + n) * headDim), h * n * headDim);
+      }
+      this.past[name] = new ort.Tensor("float32", kept, [1, kvHeads, n, headDim]);
+    }
+    this.cached.length = n;
   }
 
   async *generate(promptIds, opts = {}) {
@@ -159,27 +207,40 @@ export class Generator {
     const maxNew = opts.maxNewTokens ?? 64;
     const rng = seeded(opts.seed ?? 0);
     const eos = new Set([...this.eos, ...(opts.eosIds ?? [])]);
-    let past = Object.fromEntries(
-      this.pastNames.map((n) => [n, new ort.Tensor(this.kvType, new Float32Array(0), [1, this.kvHeads, 0, this.headDim])]),
-    );
-    let feedIds = promptIds;
-    let length = 0;
+    let common = 0;
+    while (common < this.cached.length && common < promptIds.length && this.cached[common] === promptIds[common]) common++;
+    this.trim(Math.min(common, promptIds.length - 1)); // the last prompt token is always run: its logits are needed
+    this.stats = { reused: this.cached.length, computed: promptIds.length - this.cached.length };
+    let feedIds = promptIds.slice(this.cached.length);
     const output = [];
     for (let i = 0; i < maxNew; i++) {
       if (opts.signal?.aborted) return;
+      const past = this.past ?? this.emptyPast();
+      const length = this.cached.length + feedIds.length;
       const ids = new ort.Tensor("int64", BigInt64Array.from(feedIds, BigInt), [1, feedIds.length]);
-      length += feedIds.length;
       const mask = new ort.Tensor("int64", new BigInt64Array(length).fill(1n), [1, length]);
-      const out = await this.session.run({ input_ids: ids, attention_mask: mask, ...past });
+      let out;
+      try {
+        out = await this.session.run({ input_ids: ids, attention_mask: mask, ...past });
+      } catch (e) {
+        this.reset(); // the cache may be half-updated: start clean next time
+        throw e;
+      }
+      this.past = Object.fromEntries(this.pastNames.map((n) => [n, out[n.replace("past_key_values", "present")]]));
+      this.cached.push(...feedIds);
       const logits = out.logits;
       const vocab = logits.dims[2];
       const last = logits.data.subarray((logits.dims[1] - 1) * vocab, logits.dims[1] * vocab);
       const token = sample(last, opts, rng, [...promptIds, ...output], output);
-      past = Object.fromEntries(this.pastNames.map((n) => [n, out[n.replace("past_key_values", "present")]]));
       if (eos.has(token) && !opts.ignoreEos) return;
       output.push(token);
       yield token;
       feedIds = [token];
     }
+  }
+
+  emptyPast() {
+    const shape = [1, this.kvHeads, 0, this.headDim];
+    return Object.fromEntries(this.pastNames.map((n) => [n, new this.ort.Tensor("float32", new Float32Array(0), shape)]));
   }
 }

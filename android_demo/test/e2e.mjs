@@ -1,54 +1,91 @@
-// End to end in headless Chromium emulating a phone (Pixel 7 viewport, touch, 4x CPU throttling):
-// load the app, wait for the model, type a prompt, see tokens stream in, press stop, screenshot.
-// Usage: [THROTTLE=4] node test/e2e.mjs URL SCREENSHOT.png [PROMPT] [--until-done]; prints one JSON line.
+// End to end in headless Chromium emulating a phone (Pixel 7 viewport, touch, CPU throttling): load
+// the app, wait for the model, send each prompt as a user would (tap, type, tap Send), read what the
+// app painted and measured, optionally tap Stop, screenshot. Waits poll every 100 ms; what the test
+// asserts comes from the app's own log (window.qwenEdge.replies: tokens per paint, TTFT, decode
+// rate, prompt tokens reused), not from when the poll happened to look.
+// Usage: node test/e2e.mjs URL SHOT.png [--prompt TEXT]... [--stop-after N] [--temperature T]
+//        [--max-tokens N] [--throttle R] [--new-chat]      (prints one JSON line)
+// --stop-after N taps Stop in every turn once N tokens are on screen; --new-chat taps New chat at
+// the end (after the screenshot) and reports what is left on screen.
 import { chromium, devices } from "playwright-core";
 
-const [url, shot, prompt = "Hello, who are you?", mode] = process.argv.slice(2);
+const [url, shot, ...rest] = process.argv.slice(2);
+const opt = { prompts: [], throttle: Number(process.env.THROTTLE || 4) };
+for (let i = 0; i < rest.length; i += 2) {
+  const [flag, value] = [rest[i], rest[i + 1]];
+  if (flag === "--new-chat") {
+    opt.newChat = true;
+    i--;
+  } else if (flag === "--prompt") opt.prompts.push(value);
+  else if (flag === "--stop-after") opt.stopAfter = Number(value);
+  else if (flag === "--temperature") opt.temperature = value;
+  else if (flag === "--max-tokens") opt.maxTokens = value;
+  else if (flag === "--throttle") opt.throttle = Number(value);
+  else throw new Error(`unknown option ${flag}`);
+}
+if (!opt.prompts.length) opt.prompts.push("Hello, who are you?");
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"],
 });
-const result = { url };
+const result = { url, turns: [] };
+const stateIs = (page, states, timeout) =>
+  page.waitForFunction((s) => s.includes(document.body.dataset.state), states, { timeout, polling: 100 });
 try {
   const context = await browser.newContext({ ...devices["Pixel 7"] });
   const page = await context.newPage();
   page.on("console", (m) => m.type() === "error" && (result.console = [...(result.console || []), m.text()]));
+  page.on("pageerror", (e) => (result.console = [...(result.console || []), String(e)]));
   const cdp = await context.newCDPSession(page);
-  await cdp.send("Emulation.setCPUThrottlingRate", { rate: Number(process.env.THROTTLE || 4) });
+  if (opt.throttle > 1) await cdp.send("Emulation.setCPUThrottlingRate", { rate: opt.throttle });
   const t0 = Date.now();
   await page.goto(url);
-  await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 600000 });
+  await stateIs(page, ["ready", "error"], 900000);
   result.load_s = (Date.now() - t0) / 1000;
   result.status = await page.textContent("#status");
+  result.model = await page.textContent("#model");
   result.isolated = await page.evaluate(() => self.crossOriginIsolated);
   if ((await page.evaluate(() => document.body.dataset.state)) === "error") {
     result.error = await page.textContent("#error");
   } else {
-    await page.tap("#prompt");
-    await page.fill("#prompt", prompt);
-    await page.tap("#send");
-    const seen = [];
-    const until = mode === "--until-done" ? ["done", "stopped", "error"] : null;
-    for (let i = 0; i < 6000; i++) {
-      const n = await page.evaluate(() => Number(document.querySelector(".assistant")?.dataset.tokens || 0));
-      if (!seen.length || n !== seen[seen.length - 1]) seen.push(n);
-      const s = await page.evaluate(() => document.body.dataset.state);
-      if (until ? until.includes(s) : n >= 8) break;
-      await page.waitForTimeout(20);
+    if (opt.temperature !== undefined || opt.maxTokens !== undefined) {
+      await page.tap("#settings-button");
+      if (opt.temperature !== undefined) await page.fill("#set-temperature", String(opt.temperature));
+      if (opt.maxTokens !== undefined) await page.fill("#set-max-tokens", String(opt.maxTokens));
+      await page.tap("#settings-button");
     }
-    result.token_counts_seen = seen;
-    if (!until) {
-      await page.tap("#stop");
-      await page.waitForFunction(() => ["stopped", "done"].includes(document.body.dataset.state), null, { timeout: 60000 });
+    for (const prompt of opt.prompts) {
+      await page.tap("#prompt");
+      await page.fill("#prompt", prompt);
+      await page.tap("#send");
+      if (opt.stopAfter) {
+        await page.waitForFunction(
+          (n) => Number([...document.querySelectorAll(".assistant")].pop()?.dataset.tokens || 0) >= n || document.body.dataset.state !== "generating",
+          opt.stopAfter, { timeout: 900000, polling: "raf" },
+        ); // fmt: tap as soon as a reader would see n tokens
+        await page.tap("#stop");
+      }
+      await stateIs(page, ["done", "stopped", "error"], 1800000);
+      const turn = await page.evaluate(() => ({
+        state: document.body.dataset.state,
+        answer: [...document.querySelectorAll(".assistant")].pop()?.textContent,
+        reply: window.qwenEdge?.replies.at(-1),
+        error: document.getElementById("error").hidden ? undefined : document.getElementById("error").textContent,
+      }));
+      result.turns.push(turn);
+      if (turn.state === "error") break;
     }
-    result.state = await page.evaluate(() => document.body.dataset.state);
-    result.tokens = await page.evaluate(() => Number(document.querySelector(".assistant")?.dataset.tokens || 0));
-    result.answer = await page.textContent(".assistant");
     result.speed = await page.textContent("#speed");
     result.stop_visible = await page.isVisible("#stop");
+    result.bubbles = await page.evaluate(() => document.querySelectorAll(".msg").length);
   }
   await page.screenshot({ path: shot });
+  if (opt.newChat && !result.error) {
+    await page.tap("#new-chat");
+    result.after_new_chat = await page.evaluate(() => ({ bubbles: document.querySelectorAll(".msg").length, speed: document.getElementById("speed").textContent }));
+  }
 } catch (e) {
   result.error = String(e);
 } finally {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { Generator, TextStreamer, sample, seeded } from "../src/generate.js";
+import { Generator, TextStreamer, probabilities, sample, seeded } from "../src/generate.js";
 import { Tokenizer } from "../src/tokenizer.js";
 
 test("greedy, min-p, top-k and penalties follow the Python rules", () => {
@@ -32,6 +32,12 @@ test("samples over a real-size vocabulary (151,936 logits) at temperature > 0", 
   for (const opts of [{ temperature: 0.7 }, { temperature: 1, minP: 0.05 }, { temperature: 0.8, topP: 0.9, topK: 40 }]) {
     assert.equal(sample(logits, opts, seeded(7)), 42);
   }
+  // top-k picks the k largest without sorting the vocabulary; ties with the k-th stay (as in Python)
+  const { ids } = probabilities(logits, { temperature: 1, topK: 3 });
+  assert.equal(ids.length, 3);
+  assert.ok(ids.includes(42));
+  const tied = Float32Array.from([1, 5, 3, 5, 2, 5]);
+  assert.deepEqual(probabilities(tied, { temperature: 1, topK: 2 }).ids, [1, 3, 5]);
   const flat = new Float32Array(151936); // all equal: a draw lands anywhere in range
   const i = sample(flat, { temperature: 1 }, seeded(8));
   assert.ok(Number.isInteger(i) && i >= 0 && i < 151936);
@@ -67,7 +73,37 @@ test("greedy tokens on onnxruntime-web equal the Python runtime's", { skip: !spe
   const tok = new Tokenizer(JSON.parse(readFileSync(`${folder}/tokenizer.json`, "utf8")));
   const ids = tok.encode(prompt);
   const gen = new Generator(ort, session, config);
-  const out = [];
-  for await (const t of gen.generate(ids, { maxNewTokens: expected.length, ignoreEos: true })) out.push(t);
+  const run = async (g, prompt, n) => {
+    const out = [];
+    for await (const t of g.generate(prompt, { maxNewTokens: n, ignoreEos: true })) out.push(t);
+    return out;
+  };
+  const out = await run(gen, ids, expected.length);
   assert.deepEqual(out, expected);
+
+  // A second turn computes only what the cache lacks (all but the last sampled token is cached)
+  // and gives what a fresh generator gives on the whole prompt; so does a prompt that diverges.
+  const next = [...ids, ...out, 7, 11, 13];
+  const again = await run(gen, next, 6);
+  assert.deepEqual(gen.stats, { reused: ids.length + out.length - 1, computed: 4 });
+  assert.deepEqual(again, await run(new Generator(ort, session, config), next, 6));
+  const diverged = [...ids, 3, 5];
+  const third = await run(gen, diverged, 6);
+  assert.deepEqual(gen.stats, { reused: ids.length, computed: 2 });
+  assert.deepEqual(third, await run(new Generator(ort, session, config), diverged, 6));
+  const repeated = await run(gen, diverged, 6); // the whole prompt cached: its last token is run again
+  assert.deepEqual(gen.stats, { reused: diverged.length - 1, computed: 1 });
+  assert.deepEqual(repeated, third);
+});
+
+test("the distribution sampled from equals the Python runtime's", { skip: !spec && "no case given" }, () => {
+  const { sampling } = JSON.parse(readFileSync(spec, "utf8"));
+  assert.ok(sampling.length >= 5);
+  for (const { logits, opts, seen, output, expected } of sampling) {
+    const { ids, p } = probabilities(Float32Array.from(logits), opts, seen, output);
+    const dense = new Float64Array(logits.length);
+    ids.forEach((id, j) => (dense[id] = p[j]));
+    const worst = dense.reduce((m, v, i) => Math.max(m, Math.abs(v - expected[i])), 0);
+    assert.ok(worst < 1e-6, `${JSON.stringify(opts)}: differs by ${worst}`);
+  }
 });
