@@ -205,7 +205,7 @@ def test_the_app_on_a_phone_viewport_streams_and_stops(mobile_bundle):
     )  # fmt: skip
     assert "error" not in result and "console" not in result, result
     assert result["isolated"] is True and "ready" in result["status"]  # COOP / COEP: threads allowed
-    assert "int8-mobile" in result["model"] and " MB" in result["model"]
+    assert "int8-mobile" in result["model"] and "\u00a0MB" in result["model"]
     (turn,) = result["turns"]
     reply = turn["reply"]
     assert turn["state"] == "stopped" and reply["stopped"] and 8 <= reply["tokens"] < 2048, turn  # Stop ended it

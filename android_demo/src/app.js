@@ -146,7 +146,9 @@ async function load() {
   const ready = await new Promise((resolve, reject) => {
     worker.onmessage = ({ data }) => (data.type === "ready" ? resolve(data) : reject(new Error(data.message)));
     worker.onerror = (e) => reject(new Error(`the model's worker failed to start: ${e.message || "see the console"}`));
-    const threads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+    // ?threads=N overrides (a phone's little cores can slow a run down); threads need isolation
+    const asked = Number(new URLSearchParams(location.search).get("threads")) || Math.min(4, navigator.hardwareConcurrency || 1);
+    const threads = self.crossOriginIsolated ? asked : 1;
     worker.postMessage(
       { type: "load", graph: files[graph], data: files[dataName], dataName, threads,
         config: { ...config, eos_token_id: eos }, wasmPaths: new URL("vendor/ort/", location.href).href },
@@ -207,7 +209,7 @@ async function main() {
   } catch (e) {
     return fail(String(e.message || e));
   }
-  $("model").textContent = `${model.name} · ${model.precision} · ${model.megabytes < 10 ? model.megabytes.toFixed(1) : model.megabytes.toFixed(0)} MB`;
+  $("model").textContent = `${model.name} · ${model.precision} · ${model.megabytes < 10 ? model.megabytes.toFixed(1) : model.megabytes.toFixed(0)}\u00a0MB`;
   $("status").textContent =
     `ready · onnxruntime-web (wasm, ${model.threads} thread${model.threads > 1 ? "s" : ""})` +
     (notCached.length ? " · not stored for offline use (browser storage refused it)" : "");
