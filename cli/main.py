@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": "qwen_edge.cli.generate",
     "chat": "qwen_edge.cli.chat",
     "bench": "qwen_edge.cli.bench",
+    "serve": "qwen_edge.cli.serve",
     "serve-demo": "qwen_edge.cli.serve_demo",
 }
 

@@ -8,6 +8,7 @@ and the one factory that loads them.
     logits = cache.append([next_id])              # decode
     draft = cache.fork(); draft.append(guesses)   # a copy to try tokens on
     cache.trim(n)                                 # keep the first n positions (roll back)
+    a, b = backend.new_batch(2)                   # caches forward may run together
     backend.forward([a, b], [[7], [9]])           # several sequences, one call each step
 
 The engine, evaluation, generation similarity and bench all load through `load`.
@@ -55,6 +56,11 @@ class Backend(Protocol):
     capacity: int  # most positions one sequence can hold
 
     def new_cache(self) -> KVCache: ...
+
+    def new_batch(self, rows: int) -> list[KVCache]:
+        """`rows` caches that `forward` may run in one call (rows of one buffer on the ort graph;
+        independent caches, run one after another, elsewhere)."""
+        ...
 
     def forward(self, caches: Sequence[KVCache], ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Append ids[i] to caches[i] for every sequence; their logits, in order."""

@@ -116,7 +116,18 @@ class OnnxModel:
             return self._static_cache()
         return SharedBufferCache(self) if self.graph == "ort" else GrowingCache(self)
 
-    forward = staticmethod(forward_each)  # one sequence per call: batching the ort graph comes with the server
+    def new_batch(self, rows: int) -> list:
+        """`rows` caches that `forward` runs together: rows of one buffer on the ort graph."""
+        if self.graph == "ort" and not self.all_logits:
+            from .ort_rows import RowPool
+
+            return RowPool(self, rows).members
+        return [self.new_cache() for _ in range(rows)]
+
+    def forward(self, caches, ids) -> list[np.ndarray]:
+        from . import ort_rows
+
+        return ort_rows.forward(self, caches, ids) if self.graph == "ort" else forward_each(caches, ids)
 
     def profile(self, cache=None, top: int = 10) -> list[dict]:
         """Top operator types over every call since load (ONNX Runtime's profile; load with profile)."""

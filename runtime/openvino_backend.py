@@ -105,7 +105,10 @@ class OpenVINOModel:
             return self._static_cache()
         return StatelessCache(self) if self.past else StatefulCache(self)
 
-    forward = staticmethod(forward_each)
+    forward = staticmethod(forward_each)  # one call per sequence: the IRs here are batch 1
+
+    def new_batch(self, rows: int) -> list:
+        return [self.new_cache() for _ in range(rows)]
 
     def request(self, compiled):
         """A new infer request (remembered when profiling, for profile())."""

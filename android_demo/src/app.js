@@ -188,6 +188,20 @@ function scrollToEnd() {
   m.scrollTop = m.scrollHeight;
 }
 
+// What every chat starts with (the template's system turn, when it has one): computed into the
+// cache while the user types, so the first answer starts sooner. "" when the template adds nothing.
+function systemPrefix(model) {
+  const marker = "\u2063\u2063";
+  const text = model.template.render({ messages: [{ role: "user", content: marker }], add_generation_prompt: true, eos_token: model.eosToken });
+  const cut = text.lastIndexOf("<|im_start|>user", text.indexOf(marker));
+  return cut > 0 ? text.slice(0, cut) : "";
+}
+
+function warm(model) {
+  const prefix = systemPrefix(model);
+  if (prefix) model.worker.postMessage({ type: "prefill", ids: model.tokenizer.encode(prefix) });
+}
+
 // The conversation as the template renders it, oldest turns dropped until it fits the context.
 function promptFor(model, messages, maxNew) {
   let kept = messages;
@@ -214,6 +228,7 @@ async function main() {
     `ready · onnxruntime-web (wasm, ${model.threads} thread${model.threads > 1 ? "s" : ""})` +
     (notCached.length ? " · not stored for offline use (browser storage refused it)" : "");
   bindSettings(model.settings);
+  warm(model);
   $("prompt").disabled = $("send").disabled = $("new-chat").disabled = false;
   state("ready");
   const replies = (window.qwenEdge = { replies: [] }).replies; // each reply's numbers, for tests and benchmarks
@@ -226,6 +241,7 @@ async function main() {
     $("messages").replaceChildren();
     $("speed").textContent = "";
     model.worker.postMessage({ type: "reset" });
+    warm(model);
     $("prompt").focus();
     state("ready");
   };

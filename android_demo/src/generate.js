@@ -202,35 +202,51 @@ export class Generator {
     this.cached.length = n;
   }
 
-  async *generate(promptIds, opts = {}) {
+  // Reuse the longest cached prefix of `ids` (all but its last token at most); the ids left to run.
+  reuse(ids, keepLast = true) {
+    let common = 0;
+    while (common < this.cached.length && common < ids.length && this.cached[common] === ids[common]) common++;
+    this.trim(keepLast ? Math.min(common, ids.length - 1) : common);
+    this.stats = { reused: this.cached.length, computed: ids.length - this.cached.length };
+    return ids.slice(this.cached.length);
+  }
+
+  // Compute `ids` into the cache ahead of time (a chat's fixed system prompt, while the user types);
+  // the cache then holds exactly `ids`.
+  async prefill(ids) {
+    const rest = this.reuse(ids, false);
+    if (rest.length) await this.step(rest);
+  }
+
+  // Run `feedIds` after the cached positions: the logits of the last one.
+  async step(feedIds) {
     const { ort } = this;
+    const past = this.past ?? this.emptyPast();
+    const length = this.cached.length + feedIds.length;
+    const ids = new ort.Tensor("int64", BigInt64Array.from(feedIds, BigInt), [1, feedIds.length]);
+    const mask = new ort.Tensor("int64", new BigInt64Array(length).fill(1n), [1, length]);
+    let out;
+    try {
+      out = await this.session.run({ input_ids: ids, attention_mask: mask, ...past });
+    } catch (e) {
+      this.reset(); // the cache may be half-updated: start clean next time
+      throw e;
+    }
+    this.past = Object.fromEntries(this.pastNames.map((n) => [n, out[n.replace("past_key_values", "present")]]));
+    this.cached.push(...feedIds);
+    const vocab = out.logits.dims[2];
+    return out.logits.data.subarray((out.logits.dims[1] - 1) * vocab, out.logits.dims[1] * vocab);
+  }
+
+  async *generate(promptIds, opts = {}) {
     const maxNew = opts.maxNewTokens ?? 64;
     const rng = seeded(opts.seed ?? 0);
     const eos = new Set([...this.eos, ...(opts.eosIds ?? [])]);
-    let common = 0;
-    while (common < this.cached.length && common < promptIds.length && this.cached[common] === promptIds[common]) common++;
-    this.trim(Math.min(common, promptIds.length - 1)); // the last prompt token is always run: its logits are needed
-    this.stats = { reused: this.cached.length, computed: promptIds.length - this.cached.length };
-    let feedIds = promptIds.slice(this.cached.length);
+    let feedIds = this.reuse(promptIds); // the last prompt token is always run: its logits are needed
     const output = [];
     for (let i = 0; i < maxNew; i++) {
       if (opts.signal?.aborted) return;
-      const past = this.past ?? this.emptyPast();
-      const length = this.cached.length + feedIds.length;
-      const ids = new ort.Tensor("int64", BigInt64Array.from(feedIds, BigInt), [1, feedIds.length]);
-      const mask = new ort.Tensor("int64", new BigInt64Array(length).fill(1n), [1, length]);
-      let out;
-      try {
-        out = await this.session.run({ input_ids: ids, attention_mask: mask, ...past });
-      } catch (e) {
-        this.reset(); // the cache may be half-updated: start clean next time
-        throw e;
-      }
-      this.past = Object.fromEntries(this.pastNames.map((n) => [n, out[n.replace("past_key_values", "present")]]));
-      this.cached.push(...feedIds);
-      const logits = out.logits;
-      const vocab = logits.dims[2];
-      const last = logits.data.subarray((logits.dims[1] - 1) * vocab, logits.dims[1] * vocab);
+      const last = await this.step(feedIds);
       const token = sample(last, opts, rng, [...promptIds, ...output], output);
       if (eos.has(token) && !opts.ignoreEos) return;
       output.push(token);

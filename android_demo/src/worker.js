@@ -1,6 +1,7 @@
 // The model runs here, off the page's thread: the page stays responsive (scrolling, the stop button)
-// while a token is computed, and the KV cache never crosses threads. Messages in: load, generate,
-// stop, reset. Messages out: ready, start, token, end, error.
+// while a token is computed, and the KV cache never crosses threads. Messages in: load, prefill,
+// generate, reset (run one after another, in order), stop (at once). Messages out: ready, prefilled,
+// start, token, end, error.
 import * as ort from "../vendor/ort/ort.wasm.min.mjs";
 
 import { Generator } from "./generate.js";
@@ -60,9 +61,20 @@ async function generate({ ids, opts }) {
   }
 }
 
+async function prefill({ ids }) {
+  const start = performance.now();
+  await generator.prefill(ids);
+  postMessage({ type: "prefilled", tokens: ids.length, seconds: (performance.now() - start) / 1000 });
+}
+
+async function reset() {
+  generator?.reset();
+}
+
+let queue = Promise.resolve(); // one session: its runs must not overlap
 onmessage = ({ data }) => {
-  const run = { load, generate }[data.type];
-  if (run) run(data).catch((e) => postMessage({ type: "error", message: String(e.message || e) }));
-  else if (data.type === "stop") controller?.abort();
-  else if (data.type === "reset") generator?.reset();
+  if (data.type === "stop") return controller?.abort();
+  const run = { load, prefill, generate, reset }[data.type];
+  if (!run) return;
+  queue = queue.then(() => run(data)).catch((e) => postMessage({ type: "error", message: String(e.message || e) }));
 };

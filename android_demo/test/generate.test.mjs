@@ -94,6 +94,12 @@ test("greedy tokens on onnxruntime-web equal the Python runtime's", { skip: !spe
   const repeated = await run(gen, diverged, 6); // the whole prompt cached: its last token is run again
   assert.deepEqual(gen.stats, { reused: diverged.length - 1, computed: 1 });
   assert.deepEqual(repeated, third);
+  // a prefix computed ahead (the app's system prompt) is reused by the prompt that starts with it
+  const warm = new Generator(ort, session, config);
+  await warm.prefill(ids.slice(0, 3));
+  assert.deepEqual(warm.cached, ids.slice(0, 3));
+  assert.deepEqual(await run(warm, ids, expected.length), expected);
+  assert.deepEqual(warm.stats, { reused: 3, computed: ids.length - 3 });
 });
 
 test("the distribution sampled from equals the Python runtime's", { skip: !spec && "no case given" }, () => {

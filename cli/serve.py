@@ -1,0 +1,72 @@
+"""Serve an export folder over the OpenAI API (chat and completions, streaming), batching requests.
+
+Binds 127.0.0.1 unless --host says otherwise. With --api-key (or QWEN_EDGE_API_KEY), every /v1
+request needs `Authorization: Bearer KEY`. Up to --parallel requests decode together (one forward
+per step on ONNX `ort` folders); up to --max-queue wait, and more are answered 429 at once.
+SIGTERM / Ctrl-C lets running answers finish, then exits. Needs the `serve` extra.
+
+    qwen-edge serve out/qwen-int4 --port 8000
+    python -c "from openai import OpenAI; c = OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='-'); \\
+        print(c.chat.completions.create(model='qwen-int4', messages=[{'role': 'user', 'content': 'Hi'}]))"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .runtime_options import add_engine_options, engine_kwargs
+
+log = logging.getLogger("qwen_edge.serve")
+
+
+class ServeError(ValueError):
+    """The server cannot start as asked."""
+
+
+def configure_parser(p) -> None:
+    p.add_argument("folder", help="an export folder (qwen-edge export ...)")
+    p.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default); 0.0.0.0 to reach it from other machines")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require this bearer key (default: $QWEN_EDGE_API_KEY; none: open)")
+    p.add_argument("--model-name", help="the model id clients send (default: the folder's name)")
+    p.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond --parallel (default 64)")
+    p.add_argument("--max-tokens-limit", type=int, default=4096, help="most new tokens one request may ask for")
+    add_engine_options(p)
+
+
+def run(folder: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+        model_name: str | None = None, parallel: int = 4, max_queue: int = 64, max_tokens_limit: int = 4096,
+        **options) -> None:  # fmt: skip
+    app, model_id = make_app(folder, api_key, model_name, parallel, max_queue, max_tokens_limit, **options)
+    import uvicorn
+
+    from qwen_edge.server.app import DRAIN_S
+
+    if not 0 <= port <= 65535:
+        raise ServeError(f"--port {port} is not a port number: choose one from 1 to 65535")
+    log.info("serving %s as %r on http://%s:%d/v1 (parallel %d, queue %d)", folder, model_id, host, port, parallel,
+             max_queue)  # fmt: skip
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=DRAIN_S + 5)
+
+
+def make_app(folder: str, api_key: str | None = None, model_name: str | None = None, parallel: int = 4,
+             max_queue: int = 64, max_tokens_limit: int = 4096, **options):  # fmt: skip
+    """The ASGI app for `folder` and the model id it answers to (for tests and embedding)."""
+    try:
+        from qwen_edge.server.app import build_app
+    except ImportError as e:
+        missing = f"the server needs the serve extra ({e.name} is missing)"
+        raise ServeError(f"{missing}: pip install 'qwen-edge[serve]'") from None
+    from qwen_edge.runtime import Engine
+
+    if parallel < 1 or max_queue < 0 or max_tokens_limit < 1:
+        raise ServeError("--parallel and --max-tokens-limit must be >= 1, --max-queue >= 0")
+    engine = Engine.load(folder, **engine_kwargs(options))
+    if engine.tokenizer is None:
+        raise ServeError(f"{folder} has no tokenizer.json: the API takes text; export the model with its tokenizer")
+    model_id = model_name or Path(folder).resolve().name
+    key = api_key or os.environ.get("QWEN_EDGE_API_KEY") or None
+    return build_app(engine, model_id, parallel, max_queue, key, max_tokens_limit), model_id

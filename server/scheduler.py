@@ -1,0 +1,187 @@
+"""Continuous batching: one thread owns the model and runs every admitted request together.
+
+Each step the scheduler admits waiting requests into free cache rows (a prefill each, reusing the
+longest prefix a free row still holds from an earlier request), then runs one decode step for all
+active requests in a single forward (`Backend.forward` over rows of one buffer on the ort graph;
+one call per sequence on backends without a batched graph). A request leaves when it reaches end
+of text, a stop string, its token limit or the context, or is cancelled (its client went away);
+its row is free for the next one at the next step.
+
+Results reach the asyncio side through `loop.call_soon_threadsafe` on the job's queue: events
+("text", piece), then ("end", finish_reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qwen_edge.runtime.generate import Sampling, penalize, sample
+from qwen_edge.runtime.streaming import TextStreamer
+
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    prompt: list[int]
+    sampling: Sampling
+    stop: tuple[str, ...]
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.perf_counter)
+    output: list[int] = field(default_factory=list)
+    reused: int = 0
+    first_token_s: float | None = None
+
+    def emit(self, *event) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class QueueFull(Exception):
+    """More requests are waiting than the server was told to hold."""
+
+
+class Scheduler:
+    def __init__(self, engine, parallel: int, max_queue: int, metrics: Metrics):
+        self.engine, self.max_queue, self.metrics = engine, max_queue, metrics
+        self.rows = engine.model.new_batch(parallel)
+        self.held: list[list[int]] = [[] for _ in self.rows]  # ids each row's cache holds
+        self.active: dict[int, tuple[Job, TextStreamer, np.random.Generator, int]] = {}
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.wake = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name="qwen-edge-scheduler", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.wake:
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull
+            self.waiting.append(job)
+            self.metrics.queue_depth = len(self.waiting)
+            self.wake.notify()
+
+    def close(self) -> None:
+        with self.wake:
+            self.closed = True
+            self.wake.notify()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            with self.wake:
+                while not self.closed and not self.waiting and not self.active:
+                    self.wake.wait()
+                if self.closed:
+                    return
+                admitted = []
+                while self.waiting and len(self.active) + len(admitted) < len(self.rows):
+                    job = self.waiting.popleft()
+                    if not job.cancelled.is_set():
+                        admitted.append(job)
+                    else:
+                        job.emit("end", "cancelled")
+                self.metrics.queue_depth = len(self.waiting)
+            try:
+                for job in admitted:
+                    self._admit(job)
+                if self.active:
+                    self.metrics.peak_active = max(self.metrics.peak_active, len(self.active))
+                    self._decode()
+            except Exception as e:  # a backend failure ends the requests it touched, not the server
+                log.exception("generation failed")
+                for row in list(self.active):
+                    self._finish(row, "error", str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self.metrics.active = len(self.active)
+
+    def _free_row(self, prompt: list[int]) -> tuple[int, int]:
+        """The free row holding the longest prefix of `prompt` (a continued conversation), and that
+        prefix's length, kept below len(prompt) so the last prompt token is computed."""
+        best, best_len = None, -1
+        for r in range(len(self.rows)):
+            if r in self.active:
+                continue
+            held, n = self.held[r], 0
+            limit = min(len(held), len(prompt) - 1)
+            while n < limit and held[n] == prompt[n]:
+                n += 1
+            if n > best_len:
+                best, best_len = r, n
+        return best, best_len
+
+    def _admit(self, job: Job) -> None:
+        row, keep = self._free_row(job.prompt)
+        cache = self.rows[row]
+        cache.trim(keep)
+        self.held[row] = self.held[row][:keep]
+        job.reused = keep
+        try:
+            logits = cache.append(job.prompt[keep:])
+        except Exception as e:  # this request's prefill failed (e.g. over the context): it alone ends
+            log.warning("prefill failed: %s", e)
+            self.metrics.finished["error"] += 1
+            return job.emit("end", "error", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        self.held[row] = list(job.prompt)
+        streamer = TextStreamer(self.engine.tokenizer.decode, job.stop)
+        self.active[row] = (job, streamer, np.random.default_rng(job.sampling.seed), 0)
+        self.metrics.prompt_tokens += len(job.prompt) - keep
+        self._take(row, logits)
+
+    def _decode(self) -> None:
+        rows = [r for r in self.active]
+        tokens = [self.active[r][3] for r in rows]
+        logits = self.engine.model.forward([self.rows[r] for r in rows], [[t] for t in tokens])
+        for r, token, lg in zip(rows, tokens, logits, strict=True):
+            self.held[r].append(token)
+            self._take(r, lg)
+
+    def _take(self, row: int, logits: np.ndarray) -> None:
+        """Sample the next token of the job in `row` from `logits`, as runtime.generate does;
+        stream its text, or finish the job."""
+        job, streamer, rng, _ = self.active[row]
+        s = job.sampling
+        if job.cancelled.is_set():
+            return self._finish(row, "cancelled")
+        if s.repetition_penalty != 1.0 or s.presence_penalty != 0.0:
+            seen = np.array([*job.prompt, *job.output], np.int64)
+            logits = penalize(logits, s, seen, np.array(job.output, np.int64))
+        token = sample(logits, s, rng)
+        if job.first_token_s is None:
+            job.first_token_s = time.perf_counter() - job.submitted
+            self.metrics.observe_ttft(job.first_token_s)
+        if token in self.engine.tokenizer.eos_token_ids and not s.ignore_eos:
+            return self._finish(row, "stop")
+        job.output.append(token)
+        self.metrics.completion_tokens += 1
+        piece = streamer.put(token)
+        if piece:
+            job.emit("text", piece)
+        if streamer.stopped:
+            return self._finish(row, "stop")
+        if len(job.output) >= s.max_new_tokens:
+            return self._finish(row, "length")
+        if len(self.held[row]) + 1 > self.rows[row].capacity:
+            return self._finish(row, "length")
+        self.active[row] = (job, streamer, rng, token)
+
+    def _finish(self, row: int, reason: str, message: str = "") -> None:
+        job, streamer, _, _ = self.active.pop(row)
+        if reason in ("stop", "length"):
+            tail = streamer.end()
+            if tail:
+                job.emit("text", tail)
+        elapsed = time.perf_counter() - job.submitted
+        if job.first_token_s is not None and len(job.output) > 1:
+            self.metrics.observe_decode(len(job.output) - 1, elapsed - job.first_token_s)
+        self.metrics.finished[reason] += 1
+        job.emit("end", reason, message)
