@@ -2,8 +2,9 @@
 `ApiError` naming the parameter), and the JSON objects OpenAI's clients expect back.
 
 Supported: model, messages / prompt, max_tokens / max_completion_tokens, temperature, top_p, seed,
-stop (a string or up to 4), presence_penalty, n (1), stream, stream_options.include_usage, user.
-frequency_penalty, logprobs, tools and the rest are refused by name rather than ignored.
+stop (a string or up to 4), presence_penalty, n (1), stream, stream_options.include_usage, user;
+and, as vLLM's server accepts them (openai's `extra_body`), top_k, min_p, repetition_penalty,
+ignore_eos. frequency_penalty, logprobs, tools and the rest are refused by name, not ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from qwen_edge.runtime.generate import Sampling
 IGNORED = {"user", "metadata", "store", "service_tier"}
 COMMON = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "presence_penalty",
           "frequency_penalty", "n", "stream", "stream_options"} | IGNORED  # fmt: skip
+EXTENSIONS = {"top_k", "min_p", "repetition_penalty", "ignore_eos"}  # vLLM's names
 CHAT = COMMON | {"messages", "max_completion_tokens", "logprobs", "response_format"}
 COMPLETION = COMMON | {"prompt", "echo", "logprobs", "best_of", "suffix"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -46,7 +48,7 @@ class Request:
 def parse(kind: str, body, model_id: str, tokenizer, capacity: int, max_tokens_limit: int) -> Request:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    allowed = CHAT if kind == "chat" else COMPLETION
+    allowed = (CHAT if kind == "chat" else COMPLETION) | EXTENSIONS
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}", unknown[0])
@@ -80,6 +82,10 @@ def parse(kind: str, body, model_id: str, tokenizer, capacity: int, max_tokens_l
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         seed=_seed(body.get("seed")),
+        top_k=_top_k(body.get("top_k")),
+        min_p=_number(body, "min_p", 0.0, 0.0, 0.99),
+        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.01, 10.0),
+        ignore_eos=_flag(body, "ignore_eos"),
     )
     if sampling.top_p == 0:
         raise ApiError(400, "top_p must be greater than 0", "top_p")
@@ -150,6 +156,21 @@ def _number(body: dict, name: str, default: float, lo: float, hi: float) -> floa
     if not number or not lo <= value <= hi:
         raise ApiError(400, f"{name} must be a number from {lo:g} to {hi:g}", name)
     return float(value)
+
+
+def _top_k(value) -> int:
+    if value is None or value == -1:  # vLLM's "off"
+        return 0
+    if not _whole(value) or value < 0:
+        raise ApiError(400, "top_k must be a whole number >= 0 (0 or -1: off)", "top_k")
+    return value
+
+
+def _flag(body: dict, name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false", name)
+    return value
 
 
 def _whole(value) -> bool:

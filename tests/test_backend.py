@@ -70,3 +70,33 @@ def test_profile_names_operators(export_kinds, kind):
         and abs(sum(r["share"] for r in top) - 1) < 0.2
         and ("MatMul" in ops or "FullyConnected" in ops or "MatMulNBits" in ops)
     ), top
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_decodes_rows_at_different_positions_in_one_call(export_kinds, kind):
+    """new_batch + forward: on `ort` rows of one buffer run together (an idle row in between, a
+    longer idle row, trim and fork of a row included); elsewhere independent caches. Each row's
+    logits equal a fresh run of its own tokens."""
+    _, tmp = export_kinds
+    b = load(tmp / kind)
+    rows = b.new_batch(4)
+    assert len(rows) == 4
+    prompts = [PROMPT, PROMPT[:3], None, PROMPT[:7]]
+    held = {}
+    for i, p in enumerate(prompts):
+        if p is not None:
+            rows[i].append(p)
+            held[i] = list(p)
+    rows[2].append(PROMPT + PROMPT[:5])  # idle during the steps below, and longer than the others
+    for step in range(3):
+        active = [i for i in held]
+        got = b.forward([rows[i] for i in active], [[40 + step + i] for i in active])
+        for i, logits in zip(active, got, strict=True):
+            held[i].append(40 + step + i)
+            np.testing.assert_allclose(logits, fresh(b, held[i]), atol=1e-4)
+    np.testing.assert_allclose(rows[2].append([5]), fresh(b, PROMPT + PROMPT[:5] + [5]), atol=1e-4)
+    rows[0].trim(4)
+    np.testing.assert_allclose(b.forward([rows[0]], [[8]])[0], fresh(b, PROMPT[:4] + [8]), atol=1e-4)
+    np.testing.assert_allclose(rows[3].fork().append([1]), fresh(b, held[3] + [1]), atol=1e-4)
+    if kind == "ort":  # one buffer: the rows really are batched
+        assert len({id(r.pool) for r in rows}) == 1

@@ -168,6 +168,17 @@ def test_a_seed_repeats_a_sampled_answer(served):
     assert any(ask(s).choices[0].text != first for s in (8, 9, 10))
 
 
+def test_vllm_style_extensions(served, engine):
+    url, model_id = served
+    want = engine.generate("Go", max_new_tokens=30, ignore_eos=True, temperature=0.8, top_k=5, seed=3)
+    got = client(url).completions.create(model=model_id, prompt="Go", max_tokens=30, temperature=0.8, seed=3,
+                                         extra_body={"ignore_eos": True, "top_k": 5})  # fmt: skip
+    assert got.choices[0].text == want.text and got.usage.completion_tokens == 30
+    with pytest.raises(openai.BadRequestError) as e:
+        client(url).completions.create(model=model_id, prompt="Go", extra_body={"top_k": -5})
+    assert e.value.body["param"] == "top_k"
+
+
 def test_auth_and_errors_in_openai_shape(served):
     url, model_id = served
     msgs = [{"role": "user", "content": "hi"}]

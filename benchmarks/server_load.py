@@ -1,0 +1,147 @@
+"""`qwen-edge serve` under load: 1 client, then N concurrent streaming clients, same requests.
+
+    .venv/bin/python benchmarks/server_load.py /tmp/real-ort4 /tmp/real-ov4 --clients 1,8 --json /tmp/load.json
+
+For each folder: the server (serve's app under uvicorn, 127.0.0.1, a free port, stopped at the end)
+with --parallel N; a warm-up request; then for each client count c, c threads each send
+--requests streaming /v1/completions requests one after another (every prompt distinct, exactly
+--prompt-tokens tokens; greedy; ignore_eos so every answer has --new tokens). Per request: TTFT
+(request sent -> first text chunk) and its end; per level: aggregate throughput (all generated
+tokens / wall time of the level), p50 / p90 TTFT, and each client's decode rate. The answers of the
+c-client level that the 1-client level also sent are checked against it: a batch must not change
+a greedy answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+WORDS = "alpha beta gamma delta river stone cloud music paper window garden orange silver market engine".split()
+
+
+@contextlib.contextmanager
+def server(folder: Path, parallel: int, threads: int | None):
+    import uvicorn
+
+    from qwen_edge.cli.serve import make_app
+
+    app, model_id = make_app(str(folder), parallel=parallel, max_queue=256, threads=threads)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", model_id
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+def prompts(tokenizer, count: int, length: int) -> list[str]:
+    """`count` distinct texts of exactly `length` tokens (no two share a long prefix)."""
+    import random
+
+    out = []
+    for i in range(count):
+        rng = random.Random(i)
+        words = [f"Request {i}:"] + [rng.choice(WORDS) for _ in range(length * 2)]
+        ids = tokenizer.encode(" ".join(words))[:length]
+        out.append(tokenizer.decode(ids))  # re-encoding may merge a token at the cut: within one of `length`
+    return out
+
+
+def one(client, model_id: str, prompt: str, new: int) -> dict:
+    start = time.perf_counter()
+    first, pieces, usage = None, [], None
+    stream = client.completions.create(
+        model=model_id, prompt=prompt, max_tokens=new, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].text:
+            first = first or time.perf_counter()
+            pieces.append(chunk.choices[0].text)
+        if chunk.usage:
+            usage = chunk.usage
+    end = time.perf_counter()
+    return {"start": start, "ttft_s": first - start, "end": end, "tokens": usage.completion_tokens,
+            "decode_tok_s": (usage.completion_tokens - 1) / (end - first), "text": "".join(pieces)}  # fmt: skip
+
+
+def level(url: str, model_id: str, texts: list[str], clients: int, per_client: int, new: int) -> dict:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="-", max_retries=0, timeout=600)
+    work = [texts[c * per_client : (c + 1) * per_client] for c in range(clients)]
+
+    def run(batch):
+        return [one(client, model_id, p, new) for p in batch]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(run, work) for r in rs]
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r["ttft_s"] for r in results)
+    return {
+        "clients": clients, "requests": len(results), "wall_s": wall,
+        "throughput_tok_s": sum(r["tokens"] for r in results) / wall,
+        "ttft_p50_s": statistics.median(ttfts), "ttft_p90_s": ttfts[int(0.9 * (len(ttfts) - 1))],
+        "per_client_decode_tok_s": statistics.median(r["decode_tok_s"] for r in results),
+        "texts": [r["text"] for r in results],
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--requests", type=int, default=2, help="requests per client")
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    from qwen_edge.runtime.tokenizer import Tokenizer
+
+    levels = [int(c) for c in args.clients.split(",")]
+    rows = []
+    for folder in args.folders:
+        texts = prompts(Tokenizer(folder), max(levels) * args.requests, args.prompt_tokens)
+        with server(folder, max(levels), args.threads) as (url, model_id):
+            level(url, model_id, ["warm up"], 1, 1, 8)
+            results = {}
+            for c in levels:
+                # the same prompts at every level: the first c * requests of them
+                r = level(url, model_id, texts[: c * args.requests], c, args.requests, args.new)
+                results[c] = r
+                base = results[levels[0]]["texts"]
+                same = all(a == b for a, b in zip(r["texts"], base, strict=False))
+                row = {"folder": str(folder), **{k: v for k, v in r.items() if k != "texts"}, "same_as_fewer": same}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| folder | clients | requests | throughput tok/s | x 1 client | TTFT p50 | TTFT p90 | per-client tok/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        one_client = next(x for x in rows if x["folder"] == r["folder"] and x["clients"] == levels[0])
+        cells = (Path(r["folder"]).name, r["clients"], r["requests"], f"{r['throughput_tok_s']:.1f}",
+                 f"{r['throughput_tok_s'] / one_client['throughput_tok_s']:.2f}x", f"{r['ttft_p50_s']:.2f} s",
+                 f"{r['ttft_p90_s']:.2f} s", f"{r['per_client_decode_tok_s']:.1f}")  # fmt: skip
+        print("| " + " | ".join(map(str, cells)) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
