@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import socket
 import statistics
 import threading
@@ -97,7 +98,7 @@ def level(url: str, model_id: str, texts: list[str], clients: int, per_client: i
     return {
         "clients": clients, "requests": len(results), "wall_s": wall,
         "throughput_tok_s": sum(r["tokens"] for r in results) / wall,
-        "ttft_p50_s": statistics.median(ttfts), "ttft_p90_s": ttfts[int(0.9 * (len(ttfts) - 1))],
+        "ttft_p50_s": statistics.median(ttfts), "ttft_p90_s": ttfts[math.ceil(0.9 * len(ttfts)) - 1],
         "per_client_decode_tok_s": statistics.median(r["decode_tok_s"] for r in results),
         "texts": [r["text"] for r in results],
     }  # fmt: skip

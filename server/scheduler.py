@@ -29,6 +29,11 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# A prefix shorter than this is recomputed rather than reused: it saves little, and a prompt split
+# at a different point computes in a different order (bf16 on OpenVINO's CPU plugin), which may
+# flip a greedy near-tie; a continued conversation shares far more.
+MIN_REUSE = 32
+
 
 @dataclass
 class Job:
@@ -105,8 +110,9 @@ class Scheduler:
             self.metrics.active = len(self.active)
 
     def _free_row(self, prompt: list[int]) -> tuple[int, int]:
-        """The free row holding the longest prefix of `prompt` (a continued conversation), and that
-        prefix's length, kept below len(prompt) so the last prompt token is computed."""
+        """The free row holding the longest prefix of `prompt` (a continued conversation), and the
+        length to reuse: that prefix's, kept below len(prompt) so the last prompt token is computed,
+        or 0 under MIN_REUSE."""
         best, best_len = None, -1
         for r in range(len(self.rows)):
             if r in self.active:
@@ -117,7 +123,7 @@ class Scheduler:
                 n += 1
             if n > best_len:
                 best, best_len = r, n
-        return best, best_len
+        return best, best_len if best_len >= MIN_REUSE else 0
 
     def _admit(self, job: Job) -> None:
         row, keep = self._free_row(job.prompt)

@@ -281,3 +281,33 @@ def test_sigterm_finishes_the_running_answer_then_exits(folder):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_continued_conversation_reuses_its_cached_prefix(served, engine):
+    url, model_id = served
+    c = client(url)
+    long = "Tell me about " + " ".join(["edge devices"] * 30)
+    first = c.chat.completions.create(model=model_id, messages=[{"role": "user", "content": long}], max_tokens=8,
+                                      temperature=0)  # fmt: skip
+    turns = [{"role": "user", "content": long}, {"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And then?"}]  # fmt: skip
+    second = c.chat.completions.create(model=model_id, messages=turns, max_tokens=8, temperature=0)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+    ids = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(turns))
+    assert second.choices[0].message.content == engine.generate(ids, max_new_tokens=8).text
+
+
+def test_an_openvino_folder_serves_concurrent_requests_as_alone(export_kinds):
+    """Folders without a batched graph interleave their requests (one forward each per step)."""
+    _, tmp = export_kinds
+    with running(tmp / "openvino", parallel=4) as (url, model_id):
+        c = client(url, key="-")
+
+        def ask(p):
+            return c.completions.create(model=model_id, prompt=p, max_tokens=12, temperature=0).choices[0].text
+
+        prompts = [f"Prompt {i} about {w}" for i, w in enumerate(("rivers", "stones", "clouds", "music"))]
+        alone = [ask(p) for p in prompts]
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(ask, prompts)) == alone
+        assert metric(url, "qwen_edge_active_sequences_peak") >= 2
