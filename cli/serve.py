@@ -34,13 +34,18 @@ def configure_parser(p) -> None:
     p.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond --parallel (default 64)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="most new tokens one request may ask for")
+    p.add_argument(
+        "--batching", choices=("auto", "runtime", "genai"), default="auto",
+        help="auto: openvino_genai's ContinuousBatchingPipeline on stateful OpenVINO folders (measured faster), "
+        "our runtime elsewhere",
+    )  # fmt: skip
     add_engine_options(p)
 
 
 def run(folder: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
         model_name: str | None = None, parallel: int = 4, max_queue: int = 64, max_tokens_limit: int = 4096,
-        **options) -> None:  # fmt: skip
-    app, model_id = make_app(folder, api_key, model_name, parallel, max_queue, max_tokens_limit, **options)
+        batching: str = "auto", **options) -> None:  # fmt: skip
+    app, model_id = make_app(folder, api_key, model_name, parallel, max_queue, max_tokens_limit, batching, **options)
     import uvicorn
 
     from qwen_edge.server.app import DRAIN_S
@@ -53,7 +58,7 @@ def run(folder: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
 
 
 def make_app(folder: str, api_key: str | None = None, model_name: str | None = None, parallel: int = 4,
-             max_queue: int = 64, max_tokens_limit: int = 4096, **options):  # fmt: skip
+             max_queue: int = 64, max_tokens_limit: int = 4096, batching: str = "auto", **options):  # fmt: skip
     """The ASGI app for `folder` and the model id it answers to (for tests and embedding)."""
     try:
         from qwen_edge.server.app import build_app
@@ -64,9 +69,38 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
 
     if parallel < 1 or max_queue < 0 or max_tokens_limit < 1:
         raise ServeError("--parallel and --max-tokens-limit must be >= 1, --max-queue >= 0")
-    engine = Engine.load(folder, **engine_kwargs(options))
+    if batching not in ("auto", "runtime", "genai"):
+        raise ServeError(f"unknown batching {batching!r}: auto, runtime or genai")
+    manifest = _manifest(folder)
+    stateful_ir = manifest.format == "openvino" and manifest.graph == "stateful"
+    if batching == "genai" and not stateful_ir:
+        raise ServeError(f"{folder} is an {manifest.format} {manifest.graph} folder: --batching genai needs a stateful "
+                         "OpenVINO IR; use --batching runtime")  # fmt: skip
+    batching = ("genai" if stateful_ir else "runtime") if batching == "auto" else batching
+    kwargs = engine_kwargs(options)
+    engine = _Served(folder, manifest, **kwargs) if batching == "genai" else Engine.load(folder, **kwargs)
     if engine.tokenizer is None:
         raise ServeError(f"{folder} has no tokenizer.json: the API takes text; export the model with its tokenizer")
     model_id = model_name or Path(folder).resolve().name
     key = api_key or os.environ.get("QWEN_EDGE_API_KEY") or None
-    return build_app(engine, model_id, parallel, max_queue, key, max_tokens_limit), model_id
+    return build_app(engine, model_id, parallel, max_queue, key, max_tokens_limit, batching), model_id
+
+
+def _manifest(folder: str):
+    from qwen_edge.runtime import manifest as manifest_file
+
+    try:
+        return manifest_file.verify(Path(folder))
+    except manifest_file.ManifestError as e:
+        raise ServeError(str(e)) from None
+
+
+class _Served:
+    """What the genai pipeline path needs of a folder (the pipeline loads the model itself)."""
+
+    def __init__(self, folder: str, manifest, device: str = "CPU", threads: int | None = None, **_):
+        from qwen_edge.runtime.tokenizer import Tokenizer
+
+        self.folder, self.device, self.threads = Path(folder), device, threads
+        self.tokenizer = Tokenizer(self.folder, manifest.files) if "tokenizer.json" in manifest.files else None
+        self.capacity = manifest.max_positions or 32768

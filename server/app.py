@@ -30,14 +30,21 @@ DRAIN_S = 55
 
 
 def build_app(engine, model_id: str, parallel: int = 4, max_queue: int = 64, api_key: str | None = None,
-              max_tokens_limit: int = 4096) -> Starlette:  # fmt: skip
+              max_tokens_limit: int = 4096, batching: str = "runtime") -> Starlette:  # fmt: skip
+    """`engine`: a runtime Engine, or for batching="genai" anything with folder, tokenizer,
+    capacity, device and threads (the pipeline loads the model itself)."""
     metrics = Metrics()
     state = {"scheduler": None}
     capacity = engine.capacity or 32768
 
-    def scheduler() -> Scheduler:
+    def scheduler():
         if state["scheduler"] is None:
-            state["scheduler"] = Scheduler(engine, parallel, max_queue, metrics)
+            if batching == "genai":
+                from .ov_pipeline import GenaiScheduler
+
+                state["scheduler"] = GenaiScheduler(engine, parallel, max_queue, metrics)
+            else:
+                state["scheduler"] = Scheduler(engine, parallel, max_queue, metrics)
         return state["scheduler"]
 
     def refused(e: api.ApiError, endpoint: str) -> JSONResponse:
@@ -100,8 +107,8 @@ def build_app(engine, model_id: str, parallel: int = 4, max_queue: int = 64, api
 
     async def health(request: Request) -> Response:
         s = state["scheduler"]
-        return JSONResponse({"status": "ok", "model": model_id, "active": len(s.active) if s else 0,
-                             "waiting": len(s.waiting) if s else 0})  # fmt: skip
+        return JSONResponse({"status": "ok", "model": model_id, "batching": batching,
+                             "active": len(s.active) if s else 0, "waiting": len(s.waiting) if s else 0})  # fmt: skip
 
     async def metrics_text(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
@@ -127,6 +134,7 @@ def build_app(engine, model_id: str, parallel: int = 4, max_queue: int = 64, api
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.metrics = metrics
     app.state.scheduler = scheduler
+    scheduler()  # start it now: a slow pipeline load belongs to start-up, not to the first request
     return app
 
 

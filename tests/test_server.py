@@ -297,10 +297,13 @@ def test_a_continued_conversation_reuses_its_cached_prefix(served, engine):
     assert second.choices[0].message.content == engine.generate(ids, max_new_tokens=8).text
 
 
-def test_an_openvino_folder_serves_concurrent_requests_as_alone(export_kinds):
-    """Folders without a batched graph interleave their requests (one forward each per step)."""
+@pytest.mark.parametrize("batching, used", [("auto", "genai"), ("runtime", "runtime")])
+def test_an_openvino_folder_serves_concurrent_requests_as_alone(export_kinds, batching, used):
+    """Stateful OpenVINO folders batch through openvino_genai's ContinuousBatchingPipeline by
+    default; --batching runtime interleaves them on our runtime (one forward each per step)."""
     _, tmp = export_kinds
-    with running(tmp / "openvino", parallel=4) as (url, model_id):
+    with running(tmp / "openvino", parallel=4, batching=batching) as (url, model_id):
+        assert json.loads(get(f"{url}/health"))["batching"] == used
         c = client(url, key="-")
 
         def ask(p):
