@@ -85,7 +85,9 @@ def main() -> None:
     ap.add_argument("--alpha-down", type=float, help="a stronger alpha for down_proj (its inputs carry the outliers)")
     ap.add_argument("--keep-fp32", default="", help="a substring of MatMul node names left fp32 (a sensitivity probe)")
     ap.add_argument(
-        "--kept-storage", default="fp32", choices=["fp32", "fp16", "int8"],
+        "--kept-storage",
+        default="fp32",
+        choices=["fp32", "fp16", "int8"],
         help="how the --keep-fp32 weights are stored (computed fp32 either way: ORT folds the rebuild at load)",
     )
     ap.add_argument("--json")

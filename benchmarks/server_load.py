@@ -1,6 +1,8 @@
 """`qwen-edge serve` under load: 1 client, then N concurrent streaming clients, same requests.
 
     .venv/bin/python benchmarks/server_load.py /tmp/real-ort4 /tmp/real-ov4 --clients 1,8 --json /tmp/load.json
+    .venv/bin/python benchmarks/server_load.py /tmp/real-ort4 --url http://127.0.0.1:8090/v1 --model m \
+        --extra '{"logit_bias": {"151643": -100, "151645": -100}}'     # another OpenAI server (llama.cpp's)
 
 For each folder: the server (serve's app under uvicorn, 127.0.0.1, a free port, stopped at the end)
 with --parallel N; a warm-up request; then for each client count c, c threads each send
@@ -29,12 +31,13 @@ WORDS = "alpha beta gamma delta river stone cloud music paper window garden oran
 
 
 @contextlib.contextmanager
-def server(folder: Path, parallel: int, threads: int | None):
+def server(folder: Path, parallel: int, threads: int | None, batching: str = "auto", exact: bool = False):
     import uvicorn
 
     from qwen_edge.cli.serve import make_app
 
-    app, model_id = make_app(str(folder), parallel=parallel, max_queue=256, threads=threads)
+    app, model_id = make_app(str(folder), parallel=parallel, max_queue=256, threads=threads, batching=batching,
+                             exact=exact)  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -63,12 +66,15 @@ def prompts(tokenizer, count: int, length: int) -> list[str]:
     return out
 
 
+EXTRA = {"ignore_eos": True}  # what makes every answer --new tokens long (--extra for other servers)
+
+
 def one(client, model_id: str, prompt: str, new: int) -> dict:
     start = time.perf_counter()
     first, pieces, usage = None, [], None
     stream = client.completions.create(
         model=model_id, prompt=prompt, max_tokens=new, temperature=0, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+        stream_options={"include_usage": True}, extra_body=EXTRA,
     )  # fmt: skip
     for chunk in stream:
         if chunk.choices and chunk.choices[0].text:
@@ -77,8 +83,9 @@ def one(client, model_id: str, prompt: str, new: int) -> dict:
         if chunk.usage:
             usage = chunk.usage
     end = time.perf_counter()
-    return {"start": start, "ttft_s": first - start, "end": end, "tokens": usage.completion_tokens,
-            "decode_tok_s": (usage.completion_tokens - 1) / (end - first), "text": "".join(pieces)}  # fmt: skip
+    tokens = usage.completion_tokens if usage else new  # a server without include_usage: --new was asked for
+    return {"start": start, "ttft_s": first - start, "end": end, "tokens": tokens,
+            "decode_tok_s": (tokens - 1) / (end - first), "text": "".join(pieces)}  # fmt: skip
 
 
 def level(url: str, model_id: str, texts: list[str], clients: int, per_client: int, new: int) -> dict:
@@ -112,15 +119,24 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--batching", default="auto", choices=("auto", "runtime", "genai"))
+    ap.add_argument("--exact", action="store_true", help="genai batching in f32 (see qwen-edge serve --help)")
+    ap.add_argument("--url", help="measure this running OpenAI server instead (the folder gives the tokenizer)")
+    ap.add_argument("--model", help="the model id for --url")
+    ap.add_argument("--extra", help="JSON merged into every request (default: ignore_eos)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.extra:
+        EXTRA.clear()
+        EXTRA.update(json.loads(args.extra))
     from qwen_edge.runtime.tokenizer import Tokenizer
 
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
     for folder in args.folders:
         texts = prompts(Tokenizer(folder), max(levels) * args.requests, args.prompt_tokens)
-        with server(folder, max(levels), args.threads) as (url, model_id):
+        ours = contextlib.nullcontext((args.url, args.model)) if args.url else None
+        with ours or server(folder, max(levels), args.threads, args.batching, args.exact) as (url, model_id):
             level(url, model_id, ["warm up"], 1, 1, 8)
             results = {}
             for c in levels:
@@ -129,7 +145,8 @@ def main() -> None:
                 results[c] = r
                 base = results[levels[0]]["texts"]
                 same = all(a == b for a, b in zip(r["texts"], base, strict=False))
-                row = {"folder": str(folder), **{k: v for k, v in r.items() if k != "texts"}, "same_as_fewer": same}
+                name = args.url or str(folder)
+                row = {"folder": name, **{k: v for k, v in r.items() if k != "texts"}, "same_as_fewer": same}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print("\n| folder | clients | requests | throughput tok/s | x 1 client | TTFT p50 | TTFT p90 | per-client tok/s |")

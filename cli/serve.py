@@ -39,13 +39,19 @@ def configure_parser(p) -> None:
         help="auto: openvino_genai's ContinuousBatchingPipeline on stateful OpenVINO folders (measured faster), "
         "our runtime elsewhere",
     )  # fmt: skip
+    p.add_argument(
+        "--exact", action="store_true",
+        help="genai batching: f32 compute and KV cache instead of the CPU plugin's bf16 / u8, so an answer does "
+        "not depend on what else is in the batch (slower)",
+    )  # fmt: skip
     add_engine_options(p)
 
 
 def run(folder: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
         model_name: str | None = None, parallel: int = 4, max_queue: int = 64, max_tokens_limit: int = 4096,
-        batching: str = "auto", **options) -> None:  # fmt: skip
-    app, model_id = make_app(folder, api_key, model_name, parallel, max_queue, max_tokens_limit, batching, **options)
+        batching: str = "auto", exact: bool = False, **options) -> None:  # fmt: skip
+    app, model_id = make_app(folder, api_key, model_name, parallel, max_queue, max_tokens_limit, batching, exact,
+                             **options)  # fmt: skip
     import uvicorn
 
     from qwen_edge.server.app import DRAIN_S
@@ -58,7 +64,8 @@ def run(folder: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
 
 
 def make_app(folder: str, api_key: str | None = None, model_name: str | None = None, parallel: int = 4,
-             max_queue: int = 64, max_tokens_limit: int = 4096, batching: str = "auto", **options):  # fmt: skip
+             max_queue: int = 64, max_tokens_limit: int = 4096, batching: str = "auto", exact: bool = False,
+             **options):  # fmt: skip
     """The ASGI app for `folder` and the model id it answers to (for tests and embedding)."""
     try:
         from qwen_edge.server.app import build_app
@@ -78,7 +85,7 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
                          "OpenVINO IR; use --batching runtime")  # fmt: skip
     batching = ("genai" if stateful_ir else "runtime") if batching == "auto" else batching
     kwargs = engine_kwargs(options)
-    engine = _Served(folder, manifest, **kwargs) if batching == "genai" else Engine.load(folder, **kwargs)
+    engine = _Served(folder, manifest, exact, **kwargs) if batching == "genai" else Engine.load(folder, **kwargs)
     if engine.tokenizer is None:
         raise ServeError(f"{folder} has no tokenizer.json: the API takes text; export the model with its tokenizer")
     model_id = model_name or Path(folder).resolve().name
@@ -98,9 +105,11 @@ def _manifest(folder: str):
 class _Served:
     """What the genai pipeline path needs of a folder (the pipeline loads the model itself)."""
 
-    def __init__(self, folder: str, manifest, device: str = "CPU", threads: int | None = None, **_):
+    def __init__(self, folder: str, manifest, exact: bool, device: str = "CPU", threads: int | None = None, **_):
+        from qwen_edge.runtime.openvino_backend import EXACT
         from qwen_edge.runtime.tokenizer import Tokenizer
 
-        self.folder, self.device, self.threads = Path(folder), device, threads
+        self.folder, self.device = Path(folder), device
+        self.properties = {**(EXACT if exact else {}), **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self.tokenizer = Tokenizer(self.folder, manifest.files) if "tokenizer.json" in manifest.files else None
         self.capacity = manifest.max_positions or 32768

@@ -35,8 +35,7 @@ class GenaiScheduler:
         config.cache_size = max(1, round(cache_gb))  # GB of KV blocks
         config.max_num_seqs = parallel
         config.enable_prefix_caching = True
-        properties = {"INFERENCE_NUM_THREADS": engine.threads} if getattr(engine, "threads", None) else {}
-        self.pipe = ov_genai.ContinuousBatchingPipeline(str(engine.folder), config, engine.device, properties)
+        self.pipe = ov_genai.ContinuousBatchingPipeline(str(engine.folder), config, engine.device, engine.properties)
         self.ov_genai = ov_genai
         self.ids = itertools.count()
         self.active: dict[int, tuple[Job, object, TextStreamer]] = {}
