@@ -46,6 +46,42 @@ def main() -> None:
         rows.append({"requests": n, "wall_s": wall, "throughput_tok_s": tokens / wall})
         print(json.dumps(rows[-1]), flush=True)
     print(f"x one request: {rows[1]['throughput_tok_s'] / rows[0]['throughput_tok_s']:.2f}")
+    own_loop(pipe, config, texts, args.parallel)
+
+
+def own_loop(pipe, config, texts, parallel: int) -> None:
+    """The same requests through add_request / step / read (what the server does), with a Python
+    thread ticking every millisecond beside it: if step() released the GIL it would tick ~1000/s."""
+    import threading
+
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    ticks, done = [0], threading.Event()
+
+    def tick():
+        while not done.is_set():
+            ticks[0] += 1
+            time.sleep(0.001)
+
+    threading.Thread(target=tick, daemon=True).start()
+    tokenizer = pipe.get_tokenizer()
+    pending = [tokenizer.encode(t).input_ids.data[0].tolist() for t in texts]
+    active, made, rid, start = {}, 0, 0, time.perf_counter()
+    while pending or active:
+        while pending and len(active) < parallel:
+            active[rid] = pipe.add_request(rid, ov.Tensor(np.array([pending.pop(0)], np.int64)), config)
+            rid += 1
+        pipe.step()
+        for key, handle in list(active.items()):
+            while handle.can_read():
+                made += sum(len(o.generated_ids) for o in handle.read().values())
+            if handle.get_status() != ov_genai.GenerationStatus.RUNNING:
+                del active[key]
+    wall = time.perf_counter() - start
+    done.set()
+    print(json.dumps({"own_loop_tok_s": made / wall, "ticks_per_s": ticks[0] / wall}))
 
 
 if __name__ == "__main__":

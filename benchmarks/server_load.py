@@ -31,7 +31,7 @@ WORDS = "alpha beta gamma delta river stone cloud music paper window garden oran
 
 
 @contextlib.contextmanager
-def server(folder: Path, parallel: int, threads: int | None, batching: str = "auto", exact: bool = False):
+def server(folder: Path, parallel: int, threads: int | None, batching: str = "auto", exact: bool = True):
     import uvicorn
 
     from qwen_edge.cli.serve import make_app
@@ -120,7 +120,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--batching", default="auto", choices=("auto", "runtime", "genai"))
-    ap.add_argument("--exact", action="store_true", help="genai batching in f32 (see qwen-edge serve --help)")
+    ap.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
+                    help="genai batching in f32 (see qwen-edge serve --help)")  # fmt: skip
     ap.add_argument("--url", help="measure this running OpenAI server instead (the folder gives the tokenizer)")
     ap.add_argument("--model", help="the model id for --url")
     ap.add_argument("--extra", help="JSON merged into every request (default: ignore_eos)")
