@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .runtime_options import add_engine_options, add_sampling_options, engine_kwargs, sampling_kwargs
+from .runtime_options import add_engine_options, add_sampling_options, engine_kwargs, lookup_kwargs, sampling_kwargs
 
 
 def configure_parser(p) -> None:
@@ -47,7 +47,7 @@ def run(folder: str, system: str | None = None, overflow: str = "trim", stats: b
         if not text.strip():
             continue
         try:
-            for piece in chat.send(text, stop=stop, **sampling):
+            for piece in chat.send(text, stop=stop, **sampling, **lookup_kwargs(options)):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:  # Ctrl-C stops the reply, not the chat

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .runtime_options import add_engine_options, add_sampling_options, engine_kwargs, sampling_kwargs
+from .runtime_options import add_engine_options, add_sampling_options, engine_kwargs, lookup_kwargs, sampling_kwargs
 
 
 def configure_parser(p) -> None:
@@ -34,7 +34,7 @@ def run(folder: str, prompt: str, chat: bool = False, system: str | None = None,
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         prompt = engine.tokenizer.apply_chat_template(messages)
     result = Result("", [], [])
-    pieces = engine.session().stream(prompt, stop=stop, result=result, **sampling)
+    pieces = engine.session().stream(prompt, stop=stop, result=result, **sampling, **lookup_kwargs(options))
     if json:
         for _ in pieces:
             pass
@@ -52,5 +52,6 @@ def _stats_line(result) -> str:
     s = result.stats
     return (
         f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new; load {s.load_s:.2f} s, TTFT {s.ttft_s:.3f} s, "
-        f"decode {s.decode_tokens_per_s:.1f} tok/s; stopped by {result.stopped_by}]"
+        f"decode {s.decode_tokens_per_s:.1f} tok/s; stopped by {result.stopped_by}"
+        + (f"; guesses kept {s.accepted} of {s.drafted}]" if s.drafted else "]")
     )

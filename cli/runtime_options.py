@@ -17,6 +17,11 @@ def add_sampling_options(p, max_new_tokens: int = 64) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same text)")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument(
+        "--prompt-lookup", action="store_true",
+        help="speculative decoding by prompt lookup: guesses from earlier text checked in one forward "
+        "(the same greedy text, faster when the answer repeats the prompt, e.g. code edits)",
+    )  # fmt: skip
 
 
 def add_engine_options(p) -> None:
@@ -37,4 +42,12 @@ def sampling_kwargs(options: dict) -> tuple[dict, tuple[str, ...]]:
 
 
 def engine_kwargs(options: dict) -> dict:
-    return {k: options[k] for k in ENGINE if options.get(k) is not None}
+    kwargs = {k: options[k] for k in ENGINE if options.get(k) is not None}
+    return {**kwargs, "speculative": True} if options.get("prompt_lookup") else kwargs
+
+
+def lookup_kwargs(options: dict) -> dict:
+    """{"speculative": PromptLookup()} with --prompt-lookup, else {}."""
+    from qwen_edge.runtime.speculative import PromptLookup
+
+    return {"speculative": PromptLookup()} if options.get("prompt_lookup") else {}

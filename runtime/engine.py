@@ -23,11 +23,13 @@ from pathlib import Path
 
 from . import backend as backends
 from . import manifest as manifest_file
+from . import speculative
 from .backend import Backend
 from .chat import Chat
 from .generate import Sampling, generate
 from .manifest import Manifest
 from .result import EngineError, Result
+from .speculative import PromptLookup
 from .streaming import TextStreamer
 from .tokenizer import Tokenizer
 
@@ -43,6 +45,7 @@ class Engine:
     ):
         self.folder, self.manifest, self.model, self.tokenizer = folder, manifest, model, tokenizer
         self.backend, self.load_s = backend, load_s
+        self.speculative = False  # set by load(speculative=True): the backend returns every position's logits
 
     @classmethod
     def load(
@@ -55,12 +58,16 @@ class Engine:
         cache_dir: str | Path | None = None,
         verify: bool | str = True,
         profile: bool = False,
+        speculative: bool = False,
     ) -> Engine:
         """`config`: OpenVINO compile properties, or ONNX Runtime session config entries.
         `cache_dir`: where OpenVINO keeps compiled blobs (a second load skips compilation).
         `verify`: True checks every file against the manifest (sha256 once, then size + mtime
         while unchanged), "full" always hashes, False reads the manifest only. `profile`: per-operator
-        timing (OpenVINO performance counters, ONNX Runtime profiling), for `qwen-edge bench`."""
+        timing (OpenVINO performance counters, ONNX Runtime profiling), for `qwen-edge bench`.
+        `speculative`: the backend returns the logits of every position it is fed, which checking
+        guessed tokens needs (`session.generate(..., speculative=PromptLookup())`); a prompt's prefill
+        then also computes the vocabulary projection of every prompt position."""
         start, folder = time.perf_counter(), Path(folder)
         if backend not in BACKENDS:
             raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -74,7 +81,7 @@ class Engine:
         if backend not in ("auto", wanted):
             raise EngineError(f"{folder} is an {manifest.format} export: it runs on --backend {wanted}, not {backend}")
         try:
-            model = backends.load(folder, manifest, device, threads, config, cache_dir, profile)
+            model = backends.load(folder, manifest, device, threads, config, cache_dir, profile, all_logits=speculative)
         except manifest_file.ManifestError as e:
             raise EngineError(str(e)) from None
         except (RuntimeError, OSError) as e:
@@ -88,7 +95,9 @@ class Engine:
         tokenizer = Tokenizer(folder, listed) if "tokenizer.json" in listed else None  # ids-only folders
         load_s = time.perf_counter() - start
         log.debug("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
-        return cls(folder, manifest, model, tokenizer, wanted, load_s)
+        engine = cls(folder, manifest, model, tokenizer, wanted, load_s)
+        engine.speculative = speculative
+        return engine
 
     @property
     def capacity(self) -> int | None:
@@ -124,9 +133,16 @@ class Session:
         self.cancelled.set()
 
     def stream(
-        self, prompt: str | Sequence[int], stop: Sequence[str] = (), result: Result | None = None, **options
-    ) -> Iterator[str]:
-        """Text pieces as they are generated (whole characters only); fills `result` if given."""
+        self, prompt: str | Sequence[int], stop: Sequence[str] = (), result: Result | None = None,
+        speculative: PromptLookup | None = None, **options,
+    ) -> Iterator[str]:  # fmt: skip
+        """Text pieces as they are generated (whole characters only); fills `result` if given.
+        `speculative`: guess tokens by prompt lookup and check them in one forward (an engine
+        loaded with speculative=True)."""
+        if speculative is not None and not self.engine.speculative:
+            raise EngineError(
+                "prompt lookup needs every position's logits: load with Engine.load(folder, speculative=True)"
+            )
         unknown = set(options) - SAMPLING_FIELDS
         if unknown:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
@@ -146,11 +162,12 @@ class Session:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this session is generating in another thread: give each thread its own session")
         try:
-            yield from self._run(ids, sampling, tuple(stop), result)
+            yield from self._run(ids, sampling, tuple(stop), result, speculative)
         finally:
             self._busy.release()
 
-    def _run(self, ids: list[int], sampling: Sampling, stop: tuple[str, ...], result: Result) -> Iterator[str]:
+    def _run(self, ids: list[int], sampling: Sampling, stop: tuple[str, ...], result: Result,
+             lookup: PromptLookup | None = None) -> Iterator[str]:  # fmt: skip
         keep = _common_prefix(self.tokens, ids)
         if keep == len(ids):  # the whole prompt is cached: recompute its last token for fresh logits
             keep -= 1
@@ -163,12 +180,18 @@ class Session:
             sampling = dataclasses.replace(sampling, max_new_tokens=room)
         self.cache.trim(keep)
         self.tokens = self.tokens[:keep]
-        step = _Appender(self, ids[keep:], capacity)
+        step = (_Verifier if lookup is not None else _Appender)(self, ids[keep:], capacity)
         streamer = TextStreamer(self.engine.tokenizer.decode, stop)
         self.cancelled.clear()
         eos = self.engine.tokenizer.eos_token_ids
         result.stopped_by = "length"
-        for token in generate(step, ids[keep:], sampling, eos, result.stats, self.cancelled, history=ids[:keep]):
+        if lookup is not None:
+            tokens = speculative.generate(
+                step, ids[keep:], sampling, lookup, eos, result.stats, self.cancelled, ids[:keep]
+            )
+        else:
+            tokens = generate(step, ids[keep:], sampling, eos, result.stats, self.cancelled, history=ids[:keep])
+        for token in tokens:
             result.token_ids.append(token)
             piece = streamer.put(token)
             if piece:
@@ -210,11 +233,13 @@ class CacheStep:
 
 
 class _Appender:
-    """The generation loop's prefill / decode over a session's cache, keeping `session.tokens`
-    in step with what the cache holds."""
+    """The generation loops' steps over a session's cache, keeping `session.tokens` in step with
+    what the cache holds: prefill / decode give the last position's logits (plain decoding),
+    extend gives every fed position's and trim rolls back (speculative decoding)."""
 
     def __init__(self, session: Session, new: list[int], capacity: int | None):
         self.session, self.new, self.capacity = session, new, capacity
+        self.every = session.engine.speculative  # the backend returns [len(ids), vocab]
 
     def _append(self, ids: list[int]):
         if self.capacity and len(self.session.tokens) + len(ids) > self.capacity:
@@ -224,10 +249,29 @@ class _Appender:
         return logits
 
     def prefill(self, ids):
-        return self._append(list(ids))
+        logits = self._append(list(ids))
+        return logits[-1] if self.every else logits
 
     def decode(self, token: int):
-        return self._append([token])
+        logits = self._append([token])
+        return logits[-1] if self.every else logits
+
+
+class _Verifier(_Appender):
+    """Speculative decoding's steps: every position's logits, and trim."""
+
+    @property
+    def length(self) -> int:
+        return len(self.session.tokens)
+
+    def extend(self, ids):
+        return self._append(list(ids))
+
+    prefill = extend
+
+    def trim(self, n: int) -> None:
+        self.session.cache.trim(n)
+        del self.session.tokens[n:]
 
 
 def _check_text(text: str) -> None:

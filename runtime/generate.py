@@ -76,6 +76,8 @@ class Stats:
     load_s: float = 0.0
     ttft_s: float = 0.0  # prompt in, first token out
     total_s: float = 0.0
+    drafted: int = 0  # speculative decoding: tokens guessed, and how many of them were kept
+    accepted: int = 0
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -90,6 +92,7 @@ class Stats:
             "ttft_s": self.ttft_s,
             "decode_tokens_per_s": self.decode_tokens_per_s,
             "total_s": self.total_s,
+            **({"drafted": self.drafted, "accepted": self.accepted} if self.drafted else {}),
         }
 
 

@@ -1,0 +1,153 @@
+"""Prompt-lookup speculative decoding: guess the next tokens from an earlier place where the last few
+tokens occurred (in the prompt or the output so far), then check all the guesses in one forward.
+
+Decoding reads every weight once per forward; checking k guesses in one forward reads them once for
+up to k + 1 tokens. Code edits repeat much of their prompt, so the guesses are often right.
+
+    engine = Engine.load(folder, speculative=True)      # the backend returns every fed position's logits
+    session.generate(prompt, speculative=PromptLookup())
+
+Greedy: a guess is kept when it is the argmax at its position, so the text is exactly plain greedy
+decoding's. Sampling: a guess d is kept with probability p(d) (the draft is deterministic, q = one-hot),
+and at the first refusal the token is drawn from p with d removed — the standard speculative
+sampling rule, so the output distribution is the plain sampler's. Rejected positions are trimmed
+from the KV cache. The number of guesses adapts: up after a fully accepted round, down after a miss.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .generate import Sampling, Stats, penalize, probabilities
+
+
+@dataclass(frozen=True)
+class PromptLookup:
+    max_ngram: int = 3  # the longest tail matched against earlier text
+    min_ngram: int = 1
+    max_draft: int = 8  # most guesses per forward
+    start_draft: int = 4
+
+    def __post_init__(self):
+        if not 1 <= self.min_ngram <= self.max_ngram or self.start_draft < 1 or self.max_draft < 1:
+            raise ValueError("PromptLookup needs 1 <= min_ngram <= max_ngram, start_draft >= 1 and max_draft >= 1")
+
+    def propose(self, tokens: Sequence[int], k: int) -> list[int]:
+        """Up to k tokens that followed the latest earlier occurrence of the longest matching tail."""
+        n_tokens = len(tokens)
+        for n in range(min(self.max_ngram, n_tokens - 1), self.min_ngram - 1, -1):
+            tail = list(tokens[n_tokens - n :])
+            for start in range(n_tokens - n - 1, -1, -1):  # latest first: the freshest context
+                if list(tokens[start : start + n]) == tail:
+                    follow = list(tokens[start + n : start + n + k])
+                    if follow:
+                        return follow
+        return []
+
+
+class VerifyStep:
+    """What the speculative loop needs of a cache: append ids and get every position's logits,
+    and roll back to n positions."""
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray: ...
+    def extend(self, ids: Sequence[int]) -> np.ndarray: ...
+    def trim(self, n: int) -> None: ...
+
+    length: int
+
+
+def generate(
+    step: VerifyStep,
+    prompt: Sequence[int],
+    s: Sampling,
+    lookup: PromptLookup,
+    eos_ids=(),
+    stats: Stats | None = None,
+    cancel: threading.Event | None = None,
+    history: Sequence[int] = (),
+) -> Iterator[int]:
+    """runtime.generate.generate with prompt lookup: the same tokens (greedy) or the same
+    distribution (sampling); stats.drafted / stats.accepted count the guesses."""
+    stats = stats if stats is not None else Stats()
+    stats.prompt_tokens, rng, start = len(prompt), np.random.default_rng(s.seed), time.perf_counter()
+    penalized = s.repetition_penalty != 1.0 or s.presence_penalty != 0.0
+    context = [*history, *prompt]  # what guesses are looked up in (and the penalty's "seen")
+    output: list[int] = []
+    rows = step.prefill(prompt)
+    logits, refused, k = rows[-1], None, min(lookup.start_draft, lookup.max_draft)
+
+    def dist(row):
+        if penalized:
+            row = penalize(row, s, np.array(context, np.int64), np.array(output, np.int64))
+        return row
+
+    while len(output) < s.max_new_tokens:
+        if cancel is not None and cancel.is_set():
+            return
+        token = _draw(dist(logits), s, rng, refused)
+        done = _emit(token, output, context, stats, start, eos_ids, s)
+        if done is not None:
+            yield from done
+            return
+        yield token
+        room = s.max_new_tokens - len(output)
+        draft = lookup.propose(context, min(k, room)) if room > 0 else []
+        base = step.length
+        rows = step.extend([token, *draft])
+        stats.drafted += len(draft)
+        refused, kept = None, 0
+        for j, guess in enumerate(draft):
+            if not _accept(dist(rows[j]), s, rng, guess):
+                refused, logits = guess, rows[j]
+                break
+            kept += 1
+            stats.accepted += 1
+            done = _emit(guess, output, context, stats, start, eos_ids, s)
+            if done is not None:
+                step.trim(base + 1 + kept)
+                yield from done
+                return
+            yield guess
+        else:
+            logits = rows[len(draft)]
+        if kept < len(draft):
+            step.trim(base + 1 + kept)  # forget the refused guess and what followed it
+        k = min(lookup.max_draft, k + 2) if draft and kept == len(draft) else max(1, kept + 1) if draft else k
+
+
+def _emit(token, output, context, stats, start, eos_ids, s) -> list[int] | None:
+    """Record `token`; a list of tokens still to yield (empty) when generation ends with it."""
+    stats.total_s = time.perf_counter() - start
+    if not output and not stats.ttft_s:
+        stats.ttft_s = stats.total_s
+    if token in eos_ids and not s.ignore_eos:
+        return []
+    output.append(token)
+    context.append(token)
+    stats.new_tokens = len(output)
+    return None if len(output) < s.max_new_tokens else [token]
+
+
+def _draw(logits: np.ndarray, s: Sampling, rng: np.random.Generator, refused: int | None) -> int:
+    if s.temperature <= 0:
+        return int(np.argmax(logits))  # greedy never refuses its own argmax: `refused` is not it
+    p = probabilities(logits, s)
+    if refused is not None:  # the residual max(p - q, 0) for a one-hot q: p without the refused token
+        p = p.copy()
+        p[refused] = 0.0
+        total = p.sum()
+        if total <= 0:
+            return refused
+        p /= total
+    return int(rng.choice(p.size, p=p))
+
+
+def _accept(logits: np.ndarray, s: Sampling, rng: np.random.Generator, guess: int) -> bool:
+    if s.temperature <= 0:
+        return int(np.argmax(logits)) == guess
+    return rng.random() < probabilities(logits, s)[guess]

@@ -1,0 +1,127 @@
+"""Prompt-lookup speculative decoding (runtime/speculative.py): greedy text identical to plain
+decoding on every dynamic folder kind, guesses really checked and rolled back, and with sampling
+the same output distribution (a statistical test on a tiny model)."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from qwen_edge.runtime import Engine, EngineError
+from qwen_edge.runtime.speculative import PromptLookup
+
+REPEAT = [7, 8, 9, 10, 11, 12] * 4 + [7, 8]
+
+
+def test_lookup_proposes_what_followed_the_latest_longest_match():
+    look = PromptLookup(max_ngram=3)
+    assert look.propose([1, 2, 3, 9, 1, 2, 3, 5, 6, 1, 2, 3], 2) == [5, 6]  # latest occurrence of 1 2 3
+    assert look.propose([4, 5, 6, 4, 5], 3) == [6, 4, 5]
+    assert look.propose([1, 2, 3], 4) == []  # nothing repeats
+    assert PromptLookup(min_ngram=2).propose([1, 9, 2, 1], 2) == []  # a 1-gram match is not enough
+    with pytest.raises(ValueError):
+        PromptLookup(min_ngram=3, max_ngram=2)
+
+
+@pytest.mark.parametrize("kind", ["ort", "portable", "openvino", "openvino-stateless"])
+def test_greedy_text_is_plain_greedy_decoding(export_kinds, kind):
+    _, tmp = export_kinds
+    plain = Engine.load(tmp / kind)
+    spec = Engine.load(tmp / kind, speculative=True)
+    for n in (1, 9, 40):
+        want = plain.generate(REPEAT, max_new_tokens=n, ignore_eos=True)
+        got = spec.session().generate(REPEAT, max_new_tokens=n, ignore_eos=True, speculative=PromptLookup())
+        assert got.token_ids == want.token_ids, (kind, n)
+    assert got.stats.drafted > 0 and 0 < got.stats.accepted <= got.stats.drafted
+    # the session's cache holds exactly the tokens it says: a follow-up reuses it and still agrees
+    session = spec.session()
+    first = session.generate(REPEAT, max_new_tokens=12, ignore_eos=True, speculative=PromptLookup())
+    follow = REPEAT + first.token_ids + [20, 21]
+    again = session.generate(follow, max_new_tokens=12, ignore_eos=True, speculative=PromptLookup(max_draft=3))
+    assert again.token_ids == plain.generate(follow, max_new_tokens=12, ignore_eos=True).token_ids
+    assert len(session.tokens) <= len(follow) + 12
+
+
+def test_sampling_keeps_the_output_distribution(export_kinds):
+    """Tokens 2 and 3 after a repetitive prompt (each may be a checked guess), 2000 seeds each way:
+    the same marginals within sampling noise (total variation; ~0.02 expected from noise), while
+    guesses were both accepted and refused (both branches of the rule ran)."""
+    _, tmp = export_kinds
+    plain = Engine.load(tmp / "ort")
+    spec = Engine.load(tmp / "ort", speculative=True)
+    options = dict(max_new_tokens=3, temperature=1.5, top_k=4, ignore_eos=True)
+    runs = 2000
+    a = [collections.Counter(), collections.Counter()]
+    b = [collections.Counter(), collections.Counter()]
+    drafted = accepted = 0
+    for seed in range(runs):
+        for i, t in enumerate(plain.generate(REPEAT, seed=seed, **options).token_ids[1:]):
+            a[i][t] += 1
+        r = spec.session().generate(REPEAT, seed=seed, speculative=PromptLookup(), **options)
+        for i, t in enumerate(r.token_ids[1:]):
+            b[i][t] += 1
+        drafted, accepted = drafted + r.stats.drafted, accepted + r.stats.accepted
+    assert 0 < accepted < drafted
+    for x, y in zip(a, b, strict=True):
+        tv = 0.5 * sum(abs(x[k] - y[k]) for k in set(x) | set(y)) / runs
+        assert tv < 0.07, (tv, x.most_common(5), y.most_common(5))
+
+
+def test_lookup_needs_an_engine_that_returns_every_position(export_kinds):
+    _, tmp = export_kinds
+    with pytest.raises(EngineError, match="speculative=True"):
+        Engine.load(tmp / "ort").generate(REPEAT, max_new_tokens=2, speculative=PromptLookup())
+    assert np.isfinite(Engine.load(tmp / "ort", speculative=True).generate(REPEAT, max_new_tokens=2).stats.ttft_s)
+
+
+def test_cli_prompt_lookup_gives_the_same_text(export_kinds, capsys):
+    import json
+
+    from qwen_edge.cli.main import main
+
+    _, tmp = export_kinds
+    base = ["generate", str(tmp / "ort"), "-p", "abc abc abc abc abc", "--max-new-tokens", "16", "--ignore-eos"]
+    base.append("--json")
+    assert main(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*base, "--prompt-lookup"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert fast["token_ids"] == plain["token_ids"] and "drafted" in fast["stats"]
+
+
+class _FixedModel:
+    """A 'model' whose next-token distribution is always p: guesses are made (the context repeats)
+    and judged against a known answer."""
+
+    def __init__(self, logits):
+        self.logits, self.length = np.asarray(logits, np.float64), 0
+
+    def _rows(self, ids):
+        self.length += len(ids)
+        return np.tile(self.logits, (len(ids), 1))
+
+    prefill = extend = _rows
+
+    def trim(self, n):
+        self.length = min(self.length, n)
+
+
+def test_the_acceptance_rule_samples_exactly_p():
+    """Every token after the first must be drawn from p whether it came as a kept guess or after a
+    refusal (the residual): 4000 runs, each position's frequencies within noise of p."""
+    from qwen_edge.runtime import speculative
+    from qwen_edge.runtime.generate import Sampling
+
+    p = np.array([0.45, 0.3, 0.15, 0.1])
+    counts = np.zeros((3, 4))
+    drafted = accepted = 0
+    for seed in range(4000):
+        s = Sampling(max_new_tokens=4, temperature=1.0, seed=seed, ignore_eos=True)
+        stats = speculative.Stats()
+        out = list(speculative.generate(_FixedModel(np.log(p)), [0, 1, 2, 3] * 3, s, PromptLookup(), stats=stats))
+        for i, t in enumerate(out[1:]):
+            counts[i, t] += 1
+        drafted, accepted = drafted + stats.drafted, accepted + stats.accepted
+    assert drafted > 4000 and 0 < accepted < drafted
+    for row in counts:
+        assert np.abs(row / row.sum() - p).max() < 0.03, row / row.sum()
