@@ -10,7 +10,6 @@ the scheduler does, so both paths stream alike.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import threading
@@ -21,7 +20,7 @@ import numpy as np
 from qwen_edge.runtime.streaming import TextStreamer
 
 from .metrics import Metrics
-from .scheduler import Job, QueueFull
+from .scheduler import Inbox, Job, end, record
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +37,14 @@ class GenaiScheduler:
         self.pipe = ov_genai.ContinuousBatchingPipeline(str(engine.folder), config, engine.device, engine.properties)
         self.ov_genai = ov_genai
         self.ids = itertools.count()
-        self.active: dict[int, tuple[Job, object, TextStreamer]] = {}
-        self.waiting: collections.deque[Job] = collections.deque()
-        self.wake = threading.Condition()
-        self.closed = False
+        self.active: dict[int, tuple[Job, object]] = {}  # request id -> job, its pipeline handle
+        self.inbox = Inbox(max_queue, metrics)
+        self.submit, self.waiting = self.inbox.submit, self.inbox.waiting
         self.thread = threading.Thread(target=self._run, name="qwen-edge-genai", daemon=True)
         self.thread.start()
 
-    def submit(self, job: Job) -> None:
-        with self.wake:
-            if len(self.waiting) >= self.max_queue:
-                raise QueueFull
-            self.waiting.append(job)
-            self.metrics.queue_depth = len(self.waiting)
-            self.wake.notify()
-
     def close(self) -> None:
-        with self.wake:
-            self.closed = True
-            self.wake.notify()
+        self.inbox.close()
         self.thread.join(timeout=10)
 
     def _config(self, job: Job):
@@ -74,17 +62,11 @@ class GenaiScheduler:
         return c
 
     def _run(self) -> None:
-        while True:
-            with self.wake:
-                while not self.closed and not self.waiting and not self.active:
-                    self.wake.wait()
-                if self.closed:
-                    return
-                while self.waiting and len(self.active) < self.parallel:
-                    self._admit(self.waiting.popleft())
-                self.metrics.queue_depth = len(self.waiting)
+        while (admitted := self.inbox.take(self.parallel - len(self.active), bool(self.active))) is not None:
             try:
-                for rid, (job, handle, _) in list(self.active.items()):
+                for job in admitted:
+                    self._admit(job)
+                for rid, (job, handle) in list(self.active.items()):
                     if job.cancelled.is_set():
                         handle.cancel()
                         self._finish(rid, "cancelled")
@@ -101,16 +83,15 @@ class GenaiScheduler:
     def _admit(self, job: Job) -> None:
         import openvino as ov
 
-        if job.cancelled.is_set():
-            return job.emit("end", "cancelled")
         rid = next(self.ids)
         handle = self.pipe.add_request(rid, ov.Tensor(np.array([job.prompt], np.int64)), self._config(job))
-        self.active[rid] = (job, handle, TextStreamer(self.engine.tokenizer.decode, job.stop))
+        job.streamer = TextStreamer(self.engine.tokenizer.decode, job.stop)
+        self.active[rid] = (job, handle)
         self.metrics.prompt_tokens += len(job.prompt)
 
     def _collect(self) -> None:
         status = self.ov_genai.GenerationStatus
-        for rid, (job, handle, _) in list(self.active.items()):
+        for rid, (job, handle) in list(self.active.items()):
             while handle.can_read():
                 for output in handle.read().values():
                     for token in output.generated_ids:
@@ -123,37 +104,14 @@ class GenaiScheduler:
 
     def _take(self, rid: int, token: int) -> bool:
         """One generated token of request `rid`: stream it; True when the request ended."""
-        job, handle, streamer = self.active[rid]
-        if job.first_token_s is None:
-            job.first_token_s = time.perf_counter() - job.submitted
-            self.metrics.observe_ttft(job.first_token_s)
-        if token in self.engine.tokenizer.eos_token_ids and not job.sampling.ignore_eos:
-            handle.stop()
-            self._finish(rid, "stop")
-            return True
-        job.output.append(token)
-        self.metrics.completion_tokens += 1
-        piece = streamer.put(token)
-        if piece:
-            job.emit("text", piece)
-        if streamer.stopped:
-            handle.stop()
-            self._finish(rid, "stop")
-            return True
-        if len(job.output) >= job.sampling.max_new_tokens:
-            handle.stop()
-            self._finish(rid, "length")
-            return True
-        return False
+        job, handle = self.active[rid]
+        reason = record(job, token, self.engine.tokenizer.eos_token_ids, self.metrics)
+        if reason is None:
+            return False
+        handle.stop()
+        self._finish(rid, reason)
+        return True
 
     def _finish(self, rid: int, reason: str, message: str = "") -> None:
-        job, _, streamer = self.active.pop(rid)
-        if reason in ("stop", "length"):
-            tail = streamer.end()
-            if tail:
-                job.emit("text", tail)
-        if job.first_token_s is not None and len(job.output) > 1:
-            elapsed = time.perf_counter() - job.submitted
-            self.metrics.observe_decode(len(job.output) - 1, elapsed - job.first_token_s)
-        self.metrics.finished[reason] += 1
-        job.emit("end", reason, message)
+        job, _ = self.active.pop(rid)
+        end(job, reason, self.metrics, message)

@@ -47,6 +47,7 @@ class Job:
     output: list[int] = field(default_factory=list)
     reused: int = 0
     first_token_s: float | None = None
+    streamer: TextStreamer | None = None  # set when admitted
 
     def emit(self, *event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -56,17 +57,14 @@ class QueueFull(Exception):
     """More requests are waiting than the server was told to hold."""
 
 
-class Scheduler:
-    def __init__(self, engine, parallel: int, max_queue: int, metrics: Metrics):
-        self.engine, self.max_queue, self.metrics = engine, max_queue, metrics
-        self.rows = engine.model.new_batch(parallel)
-        self.held: list[list[int]] = [[] for _ in self.rows]  # ids each row's cache holds
-        self.active: dict[int, tuple[Job, TextStreamer, np.random.Generator, int]] = {}
+class Inbox:
+    """The waiting requests, shared by the request side and one scheduler thread."""
+
+    def __init__(self, max_queue: int, metrics: Metrics):
+        self.max_queue, self.metrics = max_queue, metrics
         self.waiting: collections.deque[Job] = collections.deque()
         self.wake = threading.Condition()
         self.closed = False
-        self.thread = threading.Thread(target=self._run, name="qwen-edge-scheduler", daemon=True)
-        self.thread.start()
 
     def submit(self, job: Job) -> None:
         with self.wake:
@@ -80,23 +78,73 @@ class Scheduler:
         with self.wake:
             self.closed = True
             self.wake.notify()
+
+    def take(self, free: int, busy: bool) -> list[Job] | None:
+        """Up to `free` waiting jobs (a cancelled one is answered and skipped); waits while there
+        is nothing to do (no job waiting and `busy` False); None once closed."""
+        with self.wake:
+            while not self.closed and not self.waiting and not busy:
+                self.wake.wait()
+            if self.closed:
+                return None
+            jobs = []
+            while self.waiting and len(jobs) < free:
+                job = self.waiting.popleft()
+                if job.cancelled.is_set():
+                    job.emit("end", "cancelled")
+                else:
+                    jobs.append(job)
+            self.metrics.queue_depth = len(self.waiting)
+            return jobs
+
+
+def record(job: Job, token: int, eos_ids, metrics: Metrics) -> str | None:
+    """A new token of `job`: stream its text; the finish reason when the job ends with it."""
+    if job.first_token_s is None:
+        job.first_token_s = time.perf_counter() - job.submitted
+        metrics.observe_ttft(job.first_token_s)
+    if token in eos_ids and not job.sampling.ignore_eos:
+        return "stop"
+    job.output.append(token)
+    metrics.completion_tokens += 1
+    piece = job.streamer.put(token)
+    if piece:
+        job.emit("text", piece)
+    if job.streamer.stopped:
+        return "stop"
+    return "length" if len(job.output) >= job.sampling.max_new_tokens else None
+
+
+def end(job: Job, reason: str, metrics: Metrics, message: str = "") -> None:
+    """Send what the streamer held back, count the job, and tell its request it is over."""
+    if reason in ("stop", "length"):
+        tail = job.streamer.end()
+        if tail:
+            job.emit("text", tail)
+    if job.first_token_s is not None and len(job.output) > 1:
+        elapsed = time.perf_counter() - job.submitted
+        metrics.observe_decode(len(job.output) - 1, elapsed - job.first_token_s)
+    metrics.finished[reason] += 1
+    job.emit("end", reason, message)
+
+
+class Scheduler:
+    def __init__(self, engine, parallel: int, max_queue: int, metrics: Metrics):
+        self.engine, self.metrics = engine, metrics
+        self.rows = engine.model.new_batch(parallel)
+        self.held: list[list[int]] = [[] for _ in self.rows]  # ids each row's cache holds
+        self.active: dict[int, tuple[Job, np.random.Generator, int]] = {}  # row -> job, its rng, next token
+        self.inbox = Inbox(max_queue, metrics)
+        self.submit, self.waiting = self.inbox.submit, self.inbox.waiting
+        self.thread = threading.Thread(target=self._run, name="qwen-edge-scheduler", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.inbox.close()
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
-        while True:
-            with self.wake:
-                while not self.closed and not self.waiting and not self.active:
-                    self.wake.wait()
-                if self.closed:
-                    return
-                admitted = []
-                while self.waiting and len(self.active) + len(admitted) < len(self.rows):
-                    job = self.waiting.popleft()
-                    if not job.cancelled.is_set():
-                        admitted.append(job)
-                    else:
-                        job.emit("end", "cancelled")
-                self.metrics.queue_depth = len(self.waiting)
+        while (admitted := self.inbox.take(len(self.rows) - len(self.active), bool(self.active))) is not None:
             try:
                 for job in admitted:
                     self._admit(job)
@@ -138,14 +186,14 @@ class Scheduler:
             self.metrics.finished["error"] += 1
             return job.emit("end", "error", str(e).splitlines()[0] if str(e) else type(e).__name__)
         self.held[row] = list(job.prompt)
-        streamer = TextStreamer(self.engine.tokenizer.decode, job.stop)
-        self.active[row] = (job, streamer, np.random.default_rng(job.sampling.seed), 0)
+        job.streamer = TextStreamer(self.engine.tokenizer.decode, job.stop)
+        self.active[row] = (job, np.random.default_rng(job.sampling.seed), 0)
         self.metrics.prompt_tokens += len(job.prompt) - keep
         self._take(row, logits)
 
     def _decode(self) -> None:
         rows = [r for r in self.active]
-        tokens = [self.active[r][3] for r in rows]
+        tokens = [self.active[r][2] for r in rows]
         logits = self.engine.model.forward([self.rows[r] for r in rows], [[t] for t in tokens])
         for r, token, lg in zip(rows, tokens, logits, strict=True):
             self.held[r].append(token)
@@ -154,7 +202,7 @@ class Scheduler:
     def _take(self, row: int, logits: np.ndarray) -> None:
         """Sample the next token of the job in `row` from `logits`, as runtime.generate does;
         stream its text, or finish the job."""
-        job, streamer, rng, _ = self.active[row]
+        job, rng, _ = self.active[row]
         s = job.sampling
         if job.cancelled.is_set():
             return self._finish(row, "cancelled")
@@ -162,32 +210,13 @@ class Scheduler:
             seen = np.array([*job.prompt, *job.output], np.int64)
             logits = penalize(logits, s, seen, np.array(job.output, np.int64))
         token = sample(logits, s, rng)
-        if job.first_token_s is None:
-            job.first_token_s = time.perf_counter() - job.submitted
-            self.metrics.observe_ttft(job.first_token_s)
-        if token in self.engine.tokenizer.eos_token_ids and not s.ignore_eos:
-            return self._finish(row, "stop")
-        job.output.append(token)
-        self.metrics.completion_tokens += 1
-        piece = streamer.put(token)
-        if piece:
-            job.emit("text", piece)
-        if streamer.stopped:
-            return self._finish(row, "stop")
-        if len(job.output) >= s.max_new_tokens:
-            return self._finish(row, "length")
-        if len(self.held[row]) + 1 > self.rows[row].capacity:
-            return self._finish(row, "length")
-        self.active[row] = (job, streamer, rng, token)
+        reason = record(job, token, self.engine.tokenizer.eos_token_ids, self.metrics)
+        if reason is None and len(self.held[row]) + 1 > self.rows[row].capacity:
+            reason = "length"
+        if reason is not None:
+            return self._finish(row, reason)
+        self.active[row] = (job, rng, token)
 
     def _finish(self, row: int, reason: str, message: str = "") -> None:
-        job, streamer, _, _ = self.active.pop(row)
-        if reason in ("stop", "length"):
-            tail = streamer.end()
-            if tail:
-                job.emit("text", tail)
-        elapsed = time.perf_counter() - job.submitted
-        if job.first_token_s is not None and len(job.output) > 1:
-            self.metrics.observe_decode(len(job.output) - 1, elapsed - job.first_token_s)
-        self.metrics.finished[reason] += 1
-        job.emit("end", reason, message)
+        job, _, _ = self.active.pop(row)
+        end(job, reason, self.metrics, message)
