@@ -168,7 +168,7 @@ class Session:
 
     def _run(self, ids: list[int], sampling: Sampling, stop: tuple[str, ...], result: Result,
              lookup: PromptLookup | None = None) -> Iterator[str]:  # fmt: skip
-        keep = _common_prefix(self.tokens, ids)
+        keep = common_prefix(self.tokens, ids)
         if keep == len(ids):  # the whole prompt is cached: recompute its last token for fresh logits
             keep -= 1
         capacity = self.engine.capacity
@@ -288,7 +288,8 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` share (what a cache holding `a` can reuse for `b`)."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

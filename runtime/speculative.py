@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class PromptLookup:
         return []
 
 
-class VerifyStep:
+class VerifyStep(Protocol):
     """What the speculative loop needs of a cache: append ids and get every position's logits,
     and roll back to n positions."""
 

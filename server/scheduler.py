@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qwen_edge.runtime.engine import common_prefix
 from qwen_edge.runtime.generate import Sampling, penalize, sample
 from qwen_edge.runtime.streaming import TextStreamer
 
@@ -161,17 +162,10 @@ class Scheduler:
         """The free row holding the longest prefix of `prompt` (a continued conversation), and the
         length to reuse: that prefix's, kept below len(prompt) so the last prompt token is computed,
         or 0 under MIN_REUSE."""
-        best, best_len = None, -1
-        for r in range(len(self.rows)):
-            if r in self.active:
-                continue
-            held, n = self.held[r], 0
-            limit = min(len(held), len(prompt) - 1)
-            while n < limit and held[n] == prompt[n]:
-                n += 1
-            if n > best_len:
-                best, best_len = r, n
-        return best, best_len if best_len >= MIN_REUSE else 0
+        free = [r for r in range(len(self.rows)) if r not in self.active]
+        best = max(free, key=lambda r: common_prefix(self.held[r], prompt))  # the first free row on a tie
+        keep = min(common_prefix(self.held[best], prompt), len(prompt) - 1)
+        return best, keep if keep >= MIN_REUSE else 0
 
     def _admit(self, job: Job) -> None:
         row, keep = self._free_row(job.prompt)
@@ -192,7 +186,7 @@ class Scheduler:
         self._take(row, logits)
 
     def _decode(self) -> None:
-        rows = [r for r in self.active]
+        rows = list(self.active)
         tokens = [self.active[r][2] for r in rows]
         logits = self.engine.model.forward([self.rows[r] for r in rows], [[t] for t in tokens])
         for r, token, lg in zip(rows, tokens, logits, strict=True):
