@@ -55,6 +55,12 @@ def configure_parser(p) -> None:
         choices=["npu"],
         help="OpenVINO: prepare for a device's rules. npu: static prefill + decode IRs, symmetric INT4, lint checked",
     )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="with --quantize: score the result against the unquantized export (perplexity, top-1; costs the "
+        "reference's memory, ~2x the fp16 model)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
@@ -73,6 +79,7 @@ def run(
     device_profile: str | None = None,
     overwrite: bool = False,
     target: str | None = None,
+    report: bool = False,
 ) -> list[dict]:
     from qwen_edge.quantize.pipeline import PipelineError, build
 
@@ -88,9 +95,11 @@ def run(
         if quantize and quantize != weights:
             raise PipelineError(f"--weights {weights} and --quantize {quantize} disagree: give one preset")
         quantize = weights
+    if report and not quantize:
+        raise PipelineError("--report scores a quantized export against the unquantized one: add --quantize PRESET")
     manifests = build(
         model, output, format, graph, precision, quantize, target, stateless, device_profile, max_prompt,
-        max_context, overwrite,
+        max_context, overwrite, report,
     )  # fmt: skip
     for manifest in manifests:
         total = sum(f["bytes"] for f in manifest["files"].values())

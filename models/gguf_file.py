@@ -109,6 +109,23 @@ def _config(path: Path, reader) -> Qwen2Config:
     return Qwen2Config.from_dict(d)
 
 
+def _release(reader, tensor) -> None:
+    """Drop the file's pages of a tensor already read from this process's memory (they stay in the
+    page cache): the whole mapped file would otherwise count in the process's resident memory on
+    top of the weights (+1.1 GB at the 1.5B Q4_K_M's peak)."""
+    import mmap
+
+    raw = getattr(reader.data, "_mmap", None)
+    if raw is None or not hasattr(raw, "madvise"):
+        return
+    start = tensor.data_offset - tensor.data_offset % mmap.PAGESIZE
+    end = min(tensor.data_offset + tensor.n_bytes, len(raw))
+    try:
+        raw.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):  # not supported here: only the memory figure is worse
+        pass
+
+
 def read_tensors(path: Path, cfg: Qwen2Config, dtype=torch.float32, reader=None) -> dict[str, torch.Tensor]:
     """Every tensor dequantized, under this project's (transformers') names."""
     from gguf import dequantize
@@ -117,6 +134,7 @@ def read_tensors(path: Path, cfg: Qwen2Config, dtype=torch.float32, reader=None)
     out, experts = {}, {}
     for t in tqdm(reader.tensors, desc="dequantizing GGUF", unit="tensor", leave=False, disable=None):
         w = torch.from_numpy(np.array(dequantize(t.data, t.tensor_type), dtype=np.float32)).to(dtype)
+        _release(reader, t)
         if t.name in _TOP:
             out[_TOP[t.name]] = w
             continue

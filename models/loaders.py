@@ -111,7 +111,9 @@ def load_gguf(path: Path, dtype=torch.float32) -> Loaded:
     path = Path(path)
     reader = gguf_file._reader(path)
     cfg = gguf_file.read_config(path, reader)
-    weights = gguf_file.read_tensors(path, cfg, torch.float32, reader)
+    # Each tensor is cast as it is dequantized: one model's worth of memory in `dtype` (fp16 for an
+    # fp16 export: half of fp32), plus one tensor in fp32.
+    weights = gguf_file.read_tensors(path, cfg, dtype, reader)
     model = from_weights(cfg, weights, dtype, where=path.name)
     sha = fetch.verified_sha256(path) or (sha256_file(path) if path.stat().st_size < (4 << 30) else None)
     tok_dir = gguf_tokenizer(path, sha, cfg)

@@ -6,8 +6,11 @@ What is done around NNCF, and why:
 - the embedding Gather is left alone by NNCF (it would turn it into an invalid MatMulNBits) and
   becomes ONNX Runtime's GatherBlockQuantized here: symmetric INT4 in blocks of 32, MatMulNBits's
   packing (two per byte, zero point 8) — the fp32 table was 545 MB of the real 0.5B's 870 MB;
-- every MatMul goes to 4 bit, lm_head included (`all_layers`): NNCF's INT8 backup is
-  DequantizeLinear + MatMul, which decodes ~30x slower than MatMulNBits on CPU;
+- the MatMuls NNCF leaves at 8 bit (lm_head, and the layers `ratio` keeps out of INT4) become
+  MatMulNBits with bits=8 here: NNCF writes them as DequantizeLinear + MatMul, which decodes ~30x
+  slower than MatMulNBits on CPU. The per-channel scale and zero point are repeated per block, so
+  the 8-bit weights are exactly NNCF's (measured: lm_head at 8 rather than 4 bits is most of the
+  gap to the OpenVINO folder's accuracy);
 - asymmetric INT4: NNCF stores MatMulNBits zero points one per byte, [N, blocks]; ONNX Runtime
   wants two per byte, [N * ceil(blocks / 2)] — repacked here (otherwise the model does not load);
 - NNCF 3.4 folds a MatMul's bias into MatMulNBits and also keeps the Add: the doubled bias is
@@ -43,9 +46,7 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
             "INT8 weights for ONNX are not built: NNCF writes DequantizeLinear + MatMul, which ONNX Runtime "
             "decodes ~30x slower than MatMulNBits on CPU; use an int4 preset, or an OpenVINO folder for INT8"
         )
-    ran = dataclasses.replace(recipe.without_data(), all_layers=True, ratio=1.0, backup="none")
-    if ran != dataclasses.replace(recipe.without_data(), backup="none"):
-        log.info("ONNX: every MatMul at 4 bit (ratio 1.0, lm_head included): INT8 MatMuls would run slowly")
+    ran = recipe.without_data()
     # Weights stay in the external data file while NNCF works (a >2 GB model cannot even be
     # serialised as one protobuf); NNCF reads them from there and loads what it left uncompressed.
     model = onnx.load(str(model_path), load_external_data=False)
@@ -67,23 +68,33 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
     from nncf.onnx.quantization.backend_parameters import BackendParameters
 
     external = {BackendParameters.EXTERNAL_DATA_DIR: str(model_path.parent.resolve())}
+    # lm_head at the backup precision is done here (see _lm_head_to_nbits8); NNCF is told every
+    # other MatMul is a "layer" (all_layers) so that it picks no last layer of its own.
+    head = next((n.name for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output), None)
+    head_8bit = head is not None and not ran.all_layers and ran.backup != "none"
     compressed = nncf.compress_weights(
         model,
-        **ran.nncf_kwargs(None),
-        ignored_scope=nncf.IgnoredScope(types=["Gather"], validate=False),
+        **dataclasses.replace(ran, all_layers=True).nncf_kwargs(None),
+        ignored_scope=nncf.IgnoredScope(names=[head] if head_8bit else [], types=["Gather"], validate=False),
         advanced_parameters=nncf.AdvancedCompressionParameters(backend_params=external),
     )
+    if head_8bit:
+        head_8bit = _lm_head_to_nbits8(compressed, head, symmetric=ran.backup.endswith("_sym"))
+    eight = _int8_matmuls_to_nbits(compressed) + head_8bit
     repacked = _repack_zero_points(compressed)
     doubled = _drop_doubled_biases(compressed)
     tables = _quantize_embedding_gathers(compressed)
+    ran = dataclasses.replace(ran, embedding_mode="int4_sym" if tables else None)  # what GatherBlockQuantized holds
     for node in compressed.graph.node:
         if node.op_type == "MatMulNBits":
             kept = [a for a in node.attribute if a.name != "accuracy_level"]
             del node.attribute[:]
             node.attribute.extend([*kept, onnx.helper.make_attribute("accuracy_level", ACCURACY_LEVEL)])
     log.info(
-        "ONNX: %d MatMulNBits (%d zero points repacked, %d doubled biases dropped), %d GatherBlockQuantized",
+        "ONNX: %d MatMulNBits (%d of them 8-bit, %d zero points repacked, %d doubled biases dropped), "
+        "%d GatherBlockQuantized",
         _count(compressed, "MatMulNBits"),
+        eight,
         repacked,
         doubled,
         tables,
@@ -100,6 +111,101 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
         size_threshold=1024,
     )
     return ran
+
+
+def _int8_matmuls_to_nbits(model) -> int:
+    """Each MatMul whose weight is NNCF's per-channel 8-bit DequantizeLinear ([K, N] values, [N]
+    scales and zero points) -> one MatMulNBits with bits=8 holding the same values."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    users: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    done, dead = 0, set()
+    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear"]:
+        consumers = users.get(dq.output[0], [])
+        if len(dq.input) < 2 or dq.input[0] not in inits or len(consumers) != 1:
+            continue
+        matmul = consumers[0]
+        values = numpy_helper.to_array(inits[dq.input[0]])
+        if matmul.op_type != "MatMul" or matmul.input[1] != dq.output[0] or values.ndim != 2:
+            continue
+        n = values.shape[1]
+        scale = numpy_helper.to_array(inits[dq.input[1]]).reshape(n)
+        zp = numpy_helper.to_array(inits[dq.input[2]]).reshape(n) if len(dq.input) > 2 and dq.input[2] else None
+        if _nbits8(model, matmul, dq.input[0].removesuffix("_quantized"), values, scale, zp):
+            model.graph.node.remove(dq)
+            dead.update(dq.input)
+            done += 1
+    _drop_unused(model, dead)
+    return done
+
+
+def _lm_head_to_nbits8(model, name: str, symmetric: bool) -> bool:
+    """The MatMul `name` (lm_head, left float by NNCF) -> MatMulNBits with 8-bit weights, one scale
+    (and zero point) per output channel, as NNCF's INT8 backup would make them: NNCF does not find
+    lm_head in the `ort` graph (its "last layer" is whichever weighted node it sorts last)."""
+    from onnx import numpy_helper
+
+    matmul = next((n for n in model.graph.node if n.name == name and n.op_type == "MatMul"), None)
+    inits = {t.name: t for t in model.graph.initializer}
+    if matmul is None or matmul.input[1] not in inits:
+        return False
+    w = numpy_helper.to_array(inits[matmul.input[1]]).astype(np.float32)  # [K, N]
+    if symmetric:
+        scale = np.abs(w).max(0) / 127
+        scale[scale == 0] = 1.0
+        values, zp = np.clip(np.rint(w / scale), -128, 127).astype(np.int8), None
+    else:
+        low, high = np.minimum(w.min(0), 0), np.maximum(w.max(0), 0)
+        scale = (high - low) / 255
+        scale[scale == 0] = 1.0
+        zp = np.clip(np.rint(-low / scale), 0, 255)
+        values, zp = np.clip(np.rint(w / scale) + zp, 0, 255).astype(np.uint8), zp.astype(np.uint8)
+    if not _nbits8(model, matmul, matmul.input[1], values, scale.astype(np.float32), zp):
+        return False
+    _drop_unused(model, {matmul.input[1]})
+    return True
+
+
+def _nbits8(model, matmul, weight: str, values: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> bool:
+    """Replace `matmul` by MatMulNBits(bits=8) over `values` ([K, N], int8 or uint8) with per-channel
+    `scale` / `zp`, stored as `weight`_n8: transposed to [N, blocks, block], the channel's scale and
+    zero point repeated per block (signed values shifted by 128: MatMulNBits stores unsigned)."""
+    from onnx import helper, numpy_helper
+
+    k, n = values.shape
+    block = next((b for b in (128, 64, 32, 16) if k % b == 0), None)
+    if block is None:
+        return False
+    if zp is None:
+        zp = np.zeros(n, values.dtype)
+    if values.dtype == np.int8:
+        values, zp = values.astype(np.int16) + 128, zp.astype(np.int16) + 128
+    stored = np.ascontiguousarray(values.astype(np.uint8).T).reshape(n, k // block, block)
+    prefix = weight + "_n8"
+    tensors = [
+        numpy_helper.from_array(stored, prefix),
+        numpy_helper.from_array(np.repeat(scale.astype(np.float32), k // block), prefix + "_scales"),
+        numpy_helper.from_array(np.repeat(zp.astype(np.uint8), k // block), prefix + "_zero_points"),
+    ]
+    model.graph.initializer.extend(tensors)
+    fused = helper.make_node(
+        "MatMulNBits", [matmul.input[0], *(t.name for t in tensors)], list(matmul.output),
+        name=matmul.name + "_Q8", domain="com.microsoft", K=k, N=n, bits=8, block_size=block,
+    )  # fmt: skip
+    at = list(model.graph.node).index(matmul)
+    model.graph.node.remove(matmul)
+    model.graph.node.insert(at, fused)
+    return True
+
+
+def _drop_unused(model, names: set) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    for t in [t for t in model.graph.initializer if t.name in names and t.name not in used]:
+        model.graph.initializer.remove(t)
 
 
 def _repack_zero_points(model) -> int:

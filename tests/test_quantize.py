@@ -233,7 +233,8 @@ def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, caps
     model = random_model("tiny-untied", seed=4, std=0.1)
     gguf = write_gguf(model, tmp_path / "m.gguf")
     out = tmp_path / "q"
-    assert main(["export", str(gguf), "-o", str(out), "--format", "openvino", "--weights", "int8"]) == 0
+    cmd = ["export", str(gguf), "-o", str(out), "--format", "openvino", "--weights", "int8", "--report"]
+    assert main(cmd) == 0
     manifest = verify(out)
     assert manifest.precision == "int8" and manifest.raw["report"]["top1_agreement"] > 0.5
     assert "top-1 agreement" in capsys.readouterr().out
@@ -242,6 +243,9 @@ def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, caps
     assert main(["export", str(gguf), "-o", str(tmp_path / "o"), "--weights", "int4"]) == 0
     onnx_manifest = verify(tmp_path / "o")
     assert (onnx_manifest.format, onnx_manifest.precision) == ("onnx", "int4")
+    assert "report" not in onnx_manifest.raw and "top-1" not in capsys.readouterr().out  # scored only if asked
+    assert main(["export", str(gguf), "-o", str(tmp_path / "r"), "--report"]) == 2  # nothing quantized to score
+    assert "add --quantize" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     capsys.readouterr()
     assert main(["export", str(gguf), "-o", str(tmp_path / "a"), "--format", "all", "--weights", "int4"]) == 2
@@ -276,6 +280,8 @@ def test_onnx_int4_runs_as_matmulnbits_and_in_onnxruntime_genai(ort_folder, tmp_
     graph = onnx.load(str(tmp_path / "q" / "model.onnx"), load_external_data=False).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     assert len(nbits) == 2 * 5 + 1  # per layer: packed qkv, o, gate, up, down; and lm_head
+    bits = [next(a.i for a in n.attribute if a.name == "bits") for n in nbits]
+    assert bits == [8 if "logits" in n.output else 4 for n in nbits] and bits.count(8) == 1  # lm_head: 8-bit
     assert all(next(a.i for a in n.attribute if a.name == "accuracy_level") == 4 for n in nbits)
     assert not [n for n in graph.node if n.op_type in ("MatMul", "DequantizeLinear")]
     assert bool(len(nbits[0].input) > 3 and nbits[0].input[3]) == (weights == "int4")  # zero points: asym only
@@ -283,6 +289,8 @@ def test_onnx_int4_runs_as_matmulnbits_and_in_onnxruntime_genai(ort_folder, tmp_
     # wrong zero-point layout would sit near chance (1/512); the weights are checked exactly below
     assert manifest["report"]["top1_agreement"] >= 0.25, manifest["report"]
     _assert_dequantizes_to_the_original(ort_folder, tmp_path / "q", nbits[0])
+    head = next(n for n in nbits if "logits" in n.output)
+    _assert_dequantizes_to_the_original(ort_folder, tmp_path / "q", head)
     assert not any(len(n.input) > 5 and n.input[5] for n in nbits)  # NNCF's doubled bias dropped
     prompt = [5, 17, 300, 2, 99, 41, 7, 8]
     ours = list(generate(Engine.load(tmp_path / "q").step(), prompt, Sampling(max_new_tokens=10), eos_ids=()))
@@ -299,19 +307,23 @@ def _assert_dequantizes_to_the_original(fp32_folder, q_folder, node):
     q = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(q_folder / "model.onnx")).graph.initializer}
     original = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(fp32_folder / "model.onnx")).graph.initializer}
     attrs = {a.name: a.i for a in node.attribute}
-    n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
+    n, k, block, bits = attrs["N"], attrs["K"], attrs["block_size"], attrs["bits"]
     blocks = k // block
-    packed = q[node.input[1]].reshape(n, blocks, block // 2)
-    values = np.stack([packed & 15, packed >> 4], -1).reshape(n, blocks, block).astype(np.float32)
     scales = q[node.input[2]].reshape(n, blocks, 1)
     asym = len(node.input) > 3 and bool(node.input[3])
-    if asym:
+    if bits == 8:  # lm_head: one byte per value, one zero point per block
+        values = q[node.input[1]].reshape(n, blocks, block).astype(np.float32)
+        zp = q[node.input[3]].reshape(n, blocks, 1).astype(np.float32)
+        asym = bool(np.any(zp != 128))
+    else:
+        packed = q[node.input[1]].reshape(n, blocks, block // 2)
+        values = np.stack([packed & 15, packed >> 4], -1).reshape(n, blocks, block).astype(np.float32)
+        zp = np.full((n, blocks, 1), 8, np.float32)
+    if asym and bits == 4:
         zp = q[node.input[3]].reshape(n, -1)
         zp = np.stack([zp & 15, zp >> 4], -1).reshape(n, -1)[:, :blocks, None].astype(np.float32)
-    else:
-        zp = np.full((n, blocks, 1), 8, np.float32)
     dequantized = ((values - zp) * scales).reshape(n, k)
-    weight = original[node.input[1].removesuffix("_quantized")].T  # fp32 graph stores [K, N]
+    weight = original[node.input[1].removesuffix("_quantized").removesuffix("_n8")].T  # fp32 graph: [K, N]
     step = np.abs(scales).repeat(block, -1).reshape(n, k)
     assert np.all(np.abs(dequantized - weight) <= step * (0.5 if asym else 1.0) + 1e-6)
 
@@ -330,7 +342,8 @@ def test_int4_defaults_come_from_the_per_size_table():
 def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folder, tmp_path, monkeypatch):
     """The MatMulNBits + GatherBlockQuantized graph (fp32 compute) against the fp32 graph holding
     the same weights dequantized: equal logits. Catches graph rewiring errors the weight check cannot (NNCF's
-    doubled bias: its q/k/v biases added twice)."""
+    doubled bias: its q/k/v biases added twice). With ratio 0.6 some layers are NNCF's 8-bit backup,
+    rewritten as 8-bit MatMulNBits, and lm_head is 8-bit too: every kind of node is covered."""
     import shutil
 
     import onnx
@@ -340,19 +353,27 @@ def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folde
     from qwen_edge.quantize.evaluate import WindowLogits
 
     monkeypatch.setattr(onnx_weights, "ACCURACY_LEVEL", 0)  # fp32 compute, to compare exactly
-    quantize(ort_folder, tmp_path / "q", weights="int4", report=False)
+    quantize(ort_folder, tmp_path / "q", weights="int4", ratio=0.6, report=False)
     q = onnx.load(str(tmp_path / "q" / "model.onnx"))
     weights = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
     reference = onnx.load(str(ort_folder / "model.onnx"))
-    for node in (n for n in q.graph.node if n.op_type == "MatMulNBits"):
+    nbits = [n for n in q.graph.node if n.op_type == "MatMulNBits"]
+    bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in nbits}
+    assert sorted(bits.values()).count(8) >= 2 and bits[next(n.name for n in nbits if "logits" in n.output)] == 8
+    assert not [n for n in q.graph.node if n.op_type in ("MatMul", "DequantizeLinear")]
+    for node in nbits:
         attrs = {a.name: a.i for a in node.attribute}
         n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
-        packed = weights[node.input[1]].reshape(n, k // block, block // 2)
-        values = np.stack([packed & 15, packed >> 4], -1).reshape(n, k // block, block).astype(np.float32)
-        zp = weights[node.input[3]].reshape(n, -1)
-        zp = np.stack([zp & 15, zp >> 4], -1).reshape(n, -1)[:, : k // block, None].astype(np.float32)
+        raw = weights[node.input[1]].reshape(n, k // block, -1)
+        if attrs["bits"] == 4:
+            values = np.stack([raw & 15, raw >> 4], -1).reshape(n, k // block, block).astype(np.float32)
+            zp = weights[node.input[3]].reshape(n, -1)
+            zp = np.stack([zp & 15, zp >> 4], -1).reshape(n, -1)[:, : k // block, None].astype(np.float32)
+        else:
+            values = raw.astype(np.float32)
+            zp = weights[node.input[3]].reshape(n, k // block, 1).astype(np.float32)
         dequantized = ((values - zp) * weights[node.input[2]].reshape(n, -1, 1)).reshape(n, k).T
-        name = node.input[1].removesuffix("_quantized")
+        name = node.input[1].removesuffix("_quantized").removesuffix("_n8")
         target = next(t for t in reference.graph.initializer if t.name == name)
         target.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(dequantized, np.float32), name))
     gathers = [n for n in q.graph.node if n.op_type == "GatherBlockQuantized"]
