@@ -133,7 +133,27 @@ def model_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in [*folder.glob("openvino_model.*"), *folder.glob("model.onnx*")])
 
 
+def markdown(paths: list[Path]) -> None:
+    """One table row per measured recipe of the given result files."""
+    print("| recipe | WikiText-2 ppl | vs reference | top-1 | generation | held-out code ppl | top-1 | weights | "
+          "compress wall | peak RSS |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        for name, r in json.loads(path.read_text())["rows"].items():
+            w, c = r["wikitext"], r["held_out"]
+            gen = f"{w['generation']['similarity']:.3f}" if w["generation"] else "—"
+            print(
+                f"| {name} | {w['perplexity']:.3f} | {100 * w['perplexity_increase']:+.2f}% "
+                f"| {w['top1_agreement']:.4f} "
+                f"| {gen} | {c['perplexity']:.3f} ({100 * c['perplexity_increase']:+.2f}%) | {c['top1_agreement']:.4f} "
+                f"| {r['model_bytes'] / 1e6:.0f} MB | {r['wall_s']:.0f} s | {r['peak_rss_bytes'] / 1e9:.2f} GB |"
+            )
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--markdown"]:
+        markdown([Path(p) for p in sys.argv[2:]])
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("fp16", type=Path)
     p.add_argument("work", type=Path)

@@ -73,7 +73,7 @@ def main() -> None:
         )
     ours = {
         "int8": ["--weights", "int8"],
-        "int4": ["--weights", "int4"],  # the 0.5B row of DEFAULT_INT4: g32, ratio 0.8, AWQ, INT4 table
+        "int4": ["--weights", "int4"],  # the 0.5B row of DEFAULT_INT4: g32, ratio 0.8, data-free, INT4 table
         "int4 g128 data-free": ["--weights", "int4", "--group-size", "128", "--ratio", "1", "--data-free"],
         "int4 budget 5%": ["--weights", "int4", "--max-ppl-increase", "5%", "--eval-text", args.text],
     }

@@ -23,7 +23,11 @@ def configure_parser(p) -> None:
     )
     p.add_argument("--samples", type=int, default=32, help="calibration windows")
     p.add_argument("--sample-tokens", type=int, default=256, help="tokens per calibration window")
-    p.add_argument("--data-free", action="store_true", help="skip AWQ / scale estimation")
+    p.add_argument("--data-free", action="store_true", help="no data-aware method, whatever the preset says")
+    p.add_argument("--awq", action="store_true", help="AWQ on the calibration text (OpenVINO folders)")
+    p.add_argument(
+        "--scale-estimation", action="store_true", help="NNCF's scale estimation on the calibration text (OpenVINO)"
+    )
     p.add_argument("--no-report", dest="report", action="store_false", help="skip the accuracy report")
     p.add_argument("--eval-text", help="text file for the report (default: the built-in sample)")
     p.add_argument("--eval-windows", type=int, default=4, help="512-token windows the report reads")

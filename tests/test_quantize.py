@@ -68,10 +68,13 @@ def test_int8_compresses_every_matmul_and_the_embedding(fp16_folder, tmp_path):
     verify(tmp_path / "int8")
 
 
-def test_int4_data_aware_keeps_embeddings_at_int8_and_reports(fp16_folder, tmp_path):
-    manifest = quantize(fp16_folder, tmp_path / "int4", weights="int4", samples=4, sample_tokens=64)
+def test_int4_data_aware_on_request_and_reports(fp16_folder, tmp_path):
+    manifest = quantize(
+        fp16_folder, tmp_path / "int4", weights="int4", group_size=128, awq=True, scale_estimation=True,
+        samples=4, sample_tokens=64,
+    )  # fmt: skip
     kinds = weight_types(tmp_path / "int4")
-    assert kinds["u4"] == 2 * 7 and kinds["u8"] == 2, kinds  # projections at 4 bit; embedding + lm_head backup
+    assert kinds["u4"] == 2 * 7 + 1 and kinds["u8"] == 1, kinds  # projections + embedding at 4 bit; lm_head 8
     recipe = manifest["recipe"]
     assert recipe["awq"] and recipe["scale_estimation"] and recipe["group_size"] == 128
     assert recipe["calibration"]["source"] == "built-in sample" and recipe["calibration"]["windows"] >= 1
@@ -182,7 +185,7 @@ def test_budget_search_keeps_the_smallest_recipe_within_budget(fp16_folder, tmp_
     from qwen_edge.quantize.recipes import ladder, preset
 
     steps = ladder(preset("int4").without_data())
-    assert [s.bits for s in steps][-1] == 8 and len(steps) == 7
+    assert [s.bits for s in steps][-1] == 8 and len(steps) == 5  # g64, g32 x ratio 1, 0.8; INT8
     increases = []
     for i, step in enumerate(steps):
         options = {"weights": "int8"} if step.bits == 8 else {"group_size": step.group_size, "ratio": step.ratio}
@@ -203,7 +206,7 @@ def test_budget_search_keeps_the_smallest_recipe_within_budget(fp16_folder, tmp_
     assert not (tmp_path / "never").exists()
     # data-aware all the way down the ladder, INT8 (which takes no data) included
     with pytest.raises(QuantizeError, match="no recipe within the budget"):
-        quantize(fp16_folder, tmp_path / "never2", samples=2, sample_tokens=64, eval_windows=1, min_top1=1.01)
+        quantize(fp16_folder, tmp_path / "never2", awq=True, samples=2, sample_tokens=64, eval_windows=1, min_top1=1.01)
 
 
 def test_embedding_table_at_int4_in_its_own_pass(fp16_folder, tmp_path):
@@ -328,13 +331,22 @@ def _assert_dequantizes_to_the_original(fp32_folder, q_folder, node):
     assert np.all(np.abs(dequantized - weight) <= step * (0.5 if asym else 1.0) + 1e-6)
 
 
-def test_int4_defaults_come_from_the_per_size_table():
+SMALL_ROW = (32, 0.8, False, False)  # group, ratio, AWQ, scale estimation
+
+
+def test_int4_defaults_come_from_the_per_size_table(fp16_folder, tmp_path):
     from qwen_edge.quantize.recipes import DEFAULT_INT4, default_recipe, preset
 
     small = default_recipe("int4", 896, 24)  # Qwen2 / Qwen2.5 0.5B: a measured row
-    assert (small.group_size, small.ratio, small.awq, small.scale_estimation) == (32, 0.8, True, False)
+    assert (small.group_size, small.ratio, small.awq, small.scale_estimation) == SMALL_ROW
     assert small.embedding_mode == "int4_asym"
-    assert default_recipe("int4", 3584, 28) == preset("int4")  # no row: the preset as it is
+    assert default_recipe("int4", 1536, 28) != preset("int4")  # 1.5B: a measured row
+    # no row (7B): the preset, data-free g64 with the table at INT4 (measured never worse than data-free g128)
+    assert default_recipe("int4", 3584, 28) == preset("int4")
+    assert not preset("int4").data_aware and preset("int4").group_size == 64
+    manifest = quantize(fp16_folder, tmp_path / "q", report=False)  # the default: no calibration text read
+    assert manifest["recipe"]["calibration"] is None and manifest["recipe"]["group_size"] == 64
+    assert weight_types(tmp_path / "q") == {"u4": 2 * 7 + 1, "u8": 1}
     assert default_recipe("int8", 896, 24) == preset("int8")  # rows are for int4 only
     assert all(len(key) == 2 for key in DEFAULT_INT4)
 
