@@ -133,6 +133,10 @@ def model_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in [*folder.glob("openvino_model.*"), *folder.glob("model.onnx*")])
 
 
+def _gb(value) -> str:
+    return "—" if value is None else f"{value / 1e9:.2f} GB"
+
+
 def markdown(paths: list[Path]) -> None:
     """One table row per measured recipe of the given result files."""
     print("| recipe | WikiText-2 ppl | vs reference | top-1 | generation | held-out code ppl | top-1 | weights | "
@@ -146,7 +150,7 @@ def markdown(paths: list[Path]) -> None:
                 f"| {name} | {w['perplexity']:.3f} | {100 * w['perplexity_increase']:+.2f}% "
                 f"| {w['top1_agreement']:.4f} "
                 f"| {gen} | {c['perplexity']:.3f} ({100 * c['perplexity_increase']:+.2f}%) | {c['top1_agreement']:.4f} "
-                f"| {r['model_bytes'] / 1e6:.0f} MB | {r['wall_s']:.0f} s | {r['peak_rss_bytes'] / 1e9:.2f} GB |"
+                f"| {r['model_bytes'] / 1e6:.0f} MB | {r['wall_s']:.0f} s | {_gb(r['peak_rss_bytes'])} |"
             )
 
 
