@@ -16,20 +16,17 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from int4_sweep import gnu_time  # benchmarks/ is on sys.path when run as a script
 
 BIN = os.path.dirname(sys.executable)
 
 
 def run(cmd: list[str]) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return {"seconds": time.perf_counter() - start, "peak_rss_gb": int(proc.stderr.strip().splitlines()[-1]) / 1e6}
+    sample = gnu_time(cmd)
+    return {"seconds": sample["wall_s"], "peak_rss_gb": sample["peak_rss_bytes"] / 1024 / 1e6}
 
 
 def main() -> None:

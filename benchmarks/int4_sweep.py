@@ -90,14 +90,20 @@ def _copy_rest(src: Path, out: Path) -> None:
     bundle.seal(out, {k: m[k] for k in ("format", "graph", "model_file", "config")})
 
 
+def gnu_time(cmd: list[str]) -> dict:
+    """Run `cmd` under GNU time from this process: its wall time and its own peak RSS (GNU time's
+    child is forked from the small `time` process, so no parent's RSS is carried over)."""
+    start = time.perf_counter()
+    run = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if run.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{run.stderr[-2000:]}")
+    return {"wall_s": time.perf_counter() - start, "peak_rss_bytes": int(run.stderr.strip().splitlines()[-1]) * 1024}
+
+
 def timed(cmd: list[str], out: Path, recipe: dict) -> None:
     """Run `cmd` under GNU time; its wall time and peak RSS beside OUT (info_path)."""
-    start = time.perf_counter()
-    run = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], check=True, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-    peak = int(run.stderr.strip().splitlines()[-1]) * 1024
-    info = {"recipe": recipe, "wall_s": time.perf_counter() - start, "peak_rss_bytes": peak}
-    info_path(out).write_text(json.dumps(info))
+    info_path(out).write_text(json.dumps({"recipe": recipe, **gnu_time(cmd)}))
 
 
 def info_path(out: Path) -> Path:
@@ -111,18 +117,18 @@ def optimum(hf: Path, out: Path, args: list[str]) -> None:
     timed([*cmd, "--weight-format", "int4", *args, str(out)], out, {"optimum": args})
 
 
-def write_hf_folder(model: str, folder: Path) -> None:
-    """MODEL's weights as our loader reads them, in fp16 (the same values as the fp16 IR), as an HF
-    folder for optimum-cli."""
+def write_hf_folder(model: str, folder: Path, dtype: str = "float16") -> None:
+    """MODEL's weights as our loader reads them, in `dtype` (float16: the same values as the fp16
+    IR), as an HF folder for optimum-cli."""
     import torch
     from safetensors.torch import save_file
 
     from qwen_edge.models.loaders import load
 
-    loaded = load(model, torch.float16)
+    loaded = load(model, getattr(torch, dtype))
     tmp = folder.with_name(folder.name + ".partial")
     tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps(loaded.config.to_dict() | {"torch_dtype": "float16"}))
+    (tmp / "config.json").write_text(json.dumps(loaded.config.to_dict() | {"torch_dtype": dtype}))
     save_file({k: v.contiguous() for k, v in loaded.model.state_dict().items()}, tmp / "model.safetensors")
     for f in loaded.tokenizer_dir.iterdir():
         shutil.copyfile(f, tmp / f.name)

@@ -34,23 +34,6 @@ def step(name: str, cmd: list[str], times: dict) -> None:
     print(f"{name}: {times[name]:.1f} s", flush=True)
 
 
-def write_hf_folder(folder: Path) -> None:
-    """The fetched model's weights (as our loader dequantizes them) as an HF folder, for optimum."""
-    import shutil
-
-    from safetensors.torch import save_file
-
-    from qwen_edge.models.loaders import load
-
-    loaded = load("qwen2.5-coder-0.5b-instruct")
-    folder.mkdir(parents=True)
-    config = loaded.config.to_dict() | {"torch_dtype": "float32"}
-    (folder / "config.json").write_text(json.dumps(config))
-    save_file({k: v.contiguous() for k, v in loaded.model.state_dict().items()}, folder / "model.safetensors")
-    for f in loaded.tokenizer_dir.iterdir():
-        shutil.copyfile(f, folder / f.name)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", required=True, help="evaluation text (WikiText-2 test)")
@@ -82,7 +65,9 @@ def main() -> None:
         if not out.exists():
             step(f"quantize {name}", [qe, "quantize", str(w / "fp16"), "-o", str(out), "--no-report", *extra], times)
     if not (w / "hf").exists():
-        write_hf_folder(w / "hf")
+        from int4_sweep import write_hf_folder  # benchmarks/ is on sys.path when run as a script
+
+        write_hf_folder("qwen2.5-coder-0.5b-instruct", w / "hf", "float32")
     for name, fmt in (("optimum fp16", "fp16"), ("optimum int4", "int4")):
         out = w / name.replace(" ", "-")
         if not out.exists():
