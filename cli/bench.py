@@ -115,13 +115,8 @@ def run(
 
 
 def _limit(manifest: dict, runtime: str = "ours") -> int:
-    """Most positions a runtime gives this folder: static capacity, genai_config's context length
-    for onnxruntime-genai, else the model's."""
-    if manifest.graph == "static":
-        return manifest.shapes["max_context"]
-    if runtime == "ort-genai" and manifest.shapes.get("genai_max_length"):
-        return manifest.shapes["genai_max_length"]
-    return manifest.max_positions or 32768
+    """Most positions every runtime gives this folder (the export's --max-context)."""
+    return manifest.max_context or 32768
 
 
 def _collect(plans, outcomes) -> dict:

@@ -32,7 +32,9 @@ def configure_parser(p) -> None:
         "--max-context",
         type=int,
         default=None,
-        help="static / NPU: KV cache slots; ort: genai max_length (1024; NPU 2048)",
+        help="the longest prompt + reply the folder serves, in our runtime and onnxruntime-genai alike "
+        "(static / NPU: its KV slots, 1024 / 2048; ort: 4096, onnxruntime-genai preallocates it; "
+        "dynamic graphs: the model's positions)",
     )
     p.add_argument(
         "--precision", choices=["fp32", "fp16"], help="how weights are stored (default: ONNX fp32, OpenVINO fp16)"

@@ -113,4 +113,4 @@ class _Served:
         self.folder, self.device = Path(folder), device
         self.properties = {**(EXACT if exact else {}), **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self.tokenizer = Tokenizer(self.folder, manifest.files) if "tokenizer.json" in manifest.files else None
-        self.capacity = manifest.max_positions or 32768
+        self.capacity = manifest.max_context or 32768

@@ -24,23 +24,34 @@ class ExportError(ValueError):
     """The export was asked for something it cannot produce."""
 
 
+STATIC_CONTEXT = 1024  # KV slots of a static graph unless told
+ORT_CONTEXT = 4096  # onnxruntime-genai allocates its KV cache for max_length up front (100 MB at 0.5B fp32)
+
+
+def context_default(graph: str, positions: int) -> int:
+    """--max-context when not given: static graphs hold 1024 slots, the ort graph 4096 (what
+    onnxruntime-genai preallocates), dynamic graphs the model's own positions."""
+    return min(positions, {"static": STATIC_CONTEXT, "ort": ORT_CONTEXT}.get(graph, positions))
+
+
 def export_onnx(
     model: str | Loaded,
     output: str | Path,
     graph: str = "ort",
     max_prompt: int = 128,
-    max_context: int = 1024,
+    max_context: int | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
 ) -> dict:
     """Export MODEL (see qwen_edge.models.loaders.load, or an already loaded one) as an ONNX
-    folder; return its manifest."""
+    folder; return its manifest. `max_context`: the longest prompt + reply the folder serves (see
+    context_default)."""
 
     if graph not in GRAPHS:
         raise ExportError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
     if dtype not in DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if graph == "static" and not 0 < max_prompt <= max_context:
+    if graph == "static" and not 0 < max_prompt <= (max_context or STATIC_CONTEXT):
         raise ExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
     with (
         bundle.staged(output, overwrite, sources=source_paths(model)) as tmp,
@@ -50,12 +61,11 @@ def export_onnx(
         steps.set_postfix_str("load")
         loaded = model if isinstance(model, Loaded) else load(model, DTYPES[dtype])
         steps.update()
-        if graph == "static" and max_context > loaded.config.max_position_embeddings:
-            raise ExportError(
-                f"--max-context {max_context} exceeds the model's {loaded.config.max_position_embeddings} positions"
-            )
+        positions = loaded.config.max_position_embeddings
+        if max_context and max_context > positions:
+            raise ExportError(f"--max-context {max_context} exceeds the model's {positions} positions")
+        max_context = max_context or context_default(graph, positions)
         steps.set_postfix_str("trace")
-        genai_max_length = min(max_context, loaded.config.max_position_embeddings)
         extra = {}
         if graph == "ort":
             io = ort_graph.build(loaded.model, tmp / "model.onnx")
@@ -70,12 +80,10 @@ def export_onnx(
         steps.set_postfix_str("files")
         write_model_files(loaded.config, loaded.tokenizer_dir, tmp)
         if graph == "ort":  # onnxruntime-genai preallocates KV for max_length: --max-context sets it
-            ort_graph.write_genai_config(tmp, loaded.model, genai_max_length)
+            ort_graph.write_genai_config(tmp, loaded.model, max_context)
         steps.update()
         steps.set_postfix_str("manifest")
-        shapes = {"max_prompt": max_prompt, "max_context": max_context} if graph == "static" else {}
-        if graph == "ort":
-            shapes = {"genai_max_length": genai_max_length}
+        shapes = {"max_context": max_context} | ({"max_prompt": max_prompt} if graph == "static" else {})
         manifest = bundle.seal(
             tmp,
             {

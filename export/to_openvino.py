@@ -39,7 +39,7 @@ def export_openvino(
     stateless: bool = False,
     device_profile: str | None = None,
     max_prompt: int = npu_rules.NPU.max_prompt,
-    max_context: int = npu_rules.NPU.max_context,
+    max_context: int | None = None,
     overwrite: bool = False,
     compress: Callable | None = None,
 ) -> dict:
@@ -49,6 +49,8 @@ def export_openvino(
         raise OpenVINOExportError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     if device_profile not in (None, *PROFILES):
         raise OpenVINOExportError(f"unknown device profile {device_profile!r}; choose one of {', '.join(PROFILES)}")
+    if device_profile:
+        max_context = max_context or npu_rules.NPU.max_context
     if device_profile and not 0 < max_prompt <= max_context:
         raise OpenVINOExportError(f"--max-prompt ({max_prompt}) must be between 1 and --max-context ({max_context})")
     if device_profile and compress is None:
@@ -72,7 +74,7 @@ def export_openvino(
         loaded = load(model, torch.float16 if fp16 else torch.float32) if owned else model
         cfg, tokenizer_dir, source = loaded.config, loaded.tokenizer_dir, loaded.source
         tokenizer = beside.submit(openvino_ir.convert_tokenizer, tokenizer_dir, tmp) if tokenizer_dir else None
-        if device_profile and max_context > cfg.max_position_embeddings:
+        if max_context and max_context > cfg.max_position_embeddings:
             raise OpenVINOExportError(
                 f"--max-context {max_context} exceeds the model's {cfg.max_position_embeddings} positions"
             )
@@ -102,7 +104,10 @@ def export_openvino(
                 "precision": "int4" if device_profile else weights,
                 "source": source,
                 "config": cfg.to_dict(),
-                "shapes": {"max_prompt": max_prompt, "max_context": max_context} if device_profile else {},
+                # max_context: static KV slots; on a dynamic IR, the limit our runtime keeps when asked
+                "shapes": {"max_context": max_context} | ({"max_prompt": max_prompt} if device_profile else {})
+                if max_context
+                else {},
                 "io": io,
                 **extra,
                 "tokenizer": (tmp / "tokenizer.json").exists(),

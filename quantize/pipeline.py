@@ -57,6 +57,9 @@ def build(
     if target == "mobile":
         format, graph, precision = "onnx", "ort", "fp32"
     _check(format, graph, precision, quantize, device_profile)
+    for flag, value in (("--max-prompt", max_prompt), ("--max-context", max_context)):
+        if value is not None and value < 1:
+            raise PipelineError(f"{flag} {value}: give a number of tokens, 1 or more")
     outputs = [Path(output)] if format != "all" else [Path(output) / "onnx", Path(output) / "openvino"]
     for out in outputs:
         bundle.check_output(out, overwrite, source_paths(model))
@@ -68,13 +71,15 @@ def build(
         )
     if target == "mobile":
         return [_mobile(model, outputs[0], overwrite)]
-    onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context or 1024, overwrite=overwrite)
+    onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context, overwrite=overwrite)
     onnx["dtype"] = "fp32" if quantize else precision or "fp32"  # NNCF's MatMulNBits start from fp32 weights
     openvino = dict(
         weights=precision or "fp16", stateless=stateless, device_profile=device_profile, overwrite=overwrite
     )
     if device_profile == "npu":
         openvino.update(max_prompt=max_prompt or NPU.max_prompt, max_context=max_context or NPU.max_context)
+    elif max_context:
+        openvino.update(max_context=max_context)
     if quantize:
         export, options = (_onnx, onnx) if format == "onnx" else (_openvino, {**openvino, "weights": "fp16"})
         return [_quantized(model, outputs[0], quantize, export, options, report)]

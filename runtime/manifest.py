@@ -164,6 +164,14 @@ class Manifest:
         """Positions the model was trained for (config.json's max_position_embeddings)."""
         return self.config.get("max_position_embeddings")
 
+    @property
+    def max_context(self) -> int | None:
+        """The longest sequence (prompt + reply) this folder serves, in every runtime: the export's
+        --max-context (static KV slots; onnxruntime-genai's max_length), else the model's positions.
+        (`genai_max_length`: the same setting in folders exported before it had one name.)"""
+        shapes = self.shapes or {}
+        return shapes.get("max_context") or shapes.get("genai_max_length") or self.max_positions
+
 
 def _regular_file(folder: Path, name: str) -> os.stat_result:
     """The stat of a listed file that is a regular file inside the folder (links may not leave it)."""

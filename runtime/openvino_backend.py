@@ -98,7 +98,7 @@ class OpenVINOModel:
             if not all_logits:
                 _logits_of_last_position(model)
             self.compiled = self.core.compile_model(model, device, options)
-            self.capacity = manifest.max_positions or 32768
+            self.capacity = manifest.max_context or 32768
 
     def new_cache(self):
         if self.static:

@@ -54,3 +54,22 @@ def test_the_cli_refuses_disagreeing_flags(tmp_path, capsys):
     assert main(["export", "tiny", "-o", str(tmp_path / "o"), "--weights", "int4", "--quantize", "int8"]) == 2
     assert "disagree" in capsys.readouterr().err
     assert issubclass(PipelineError, ValueError) and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_max_context_is_one_limit_for_every_runtime(fmt, tmp_path):
+    """--max-context is the longest prompt + reply, the same in our runtime and onnxruntime-genai."""
+    from qwen_edge.export.to_onnx import ORT_CONTEXT
+    from qwen_edge.runtime.engine import Engine
+
+    build("tiny", tmp_path / "asked", format=fmt, max_context=24)
+    build("tiny", tmp_path / "default", format=fmt)
+    asked, default = Engine.load(tmp_path / "asked"), Engine.load(tmp_path / "default")
+    assert asked.capacity == 24
+    positions = default.manifest.config["max_position_embeddings"]
+    assert default.capacity == (min(ORT_CONTEXT, positions) if fmt == "onnx" else positions)
+    if fmt == "onnx":
+        for folder, engine in ((tmp_path / "asked", asked), (tmp_path / "default", default)):
+            assert json.loads((folder / "genai_config.json").read_text())["search"]["max_length"] == engine.capacity
+    with pytest.raises(PipelineError, match="--max-context 0: give a number of tokens"):
+        build("tiny", tmp_path / "zero", format=fmt, max_context=0)
