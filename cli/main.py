@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # command -> module with configure_parser(parser) and run(**kwargs)
@@ -23,13 +24,34 @@ COMMANDS = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qwen-edge")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qwen-edge", description="Qwen2 on edge devices: export, compress, run.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # -v / -q are accepted before and after the command; SUPPRESS keeps a subcommand that was not
+    # given the flag from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only, no progress"
+    )
+    parser = argparse.ArgumentParser(
+        prog="qwen-edge", description="Qwen2 on edge devices: export, compress, run.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"qwen-edge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__)
+        p = sub.add_parser(
+            name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__, parents=[common]
+        )
         module.configure_parser(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -37,9 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    command, run, verbose = args.pop("command"), args.pop("_run"), args.pop("verbose")
+    command, run = args.pop("command"), args.pop("_run")
+    verbose, quiet = args.pop("verbose", False), args.pop("quiet", False)
+    if verbose and quiet:
+        print(f"qwen-edge {command}: error: -v and -q disagree: give one", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("qwen_edge").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("qwen_edge").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
     try:
         status = run(**args)
     except Exception as e:

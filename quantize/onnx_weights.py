@@ -38,8 +38,11 @@ ACCURACY_LEVEL = 4  # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compu
 def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
     """Write `out_path` (+ `out_path`.data): the graph at `model_path` with INT4 MatMulNBits
     weights; returns the recipe that ran."""
-    import nncf
     import onnx
+
+    from .nncf_import import import_nncf
+
+    nncf = import_nncf()
 
     if recipe.bits != 4:
         raise RecipeError(

@@ -192,7 +192,9 @@ def _calibration(folder: Path, recipe: Recipe, text_path, samples: int, sample_t
     """(nncf.Dataset, description) for a data-aware recipe, else (None, None)."""
     if not recipe.data_aware:
         return None, None
-    import nncf
+    from .nncf_import import import_nncf
+
+    nncf = import_nncf()
 
     text, source = calibration.read_text(text_path)
     windows = calibration.windows(Tokenizer(folder, manifest_files).encode(text), samples, sample_tokens)

@@ -81,7 +81,9 @@ class Recipe:
         return dataclasses.replace(self, awq=False, scale_estimation=False, gptq=False, lora_correction=False)
 
     def nncf_kwargs(self, dataset=None) -> dict:
-        import nncf
+        from .nncf_import import import_nncf
+
+        nncf = import_nncf()
 
         kwargs = {"mode": nncf.CompressWeightsMode(self.mode)}
         if self.bits == 4:
@@ -161,7 +163,9 @@ def preset(name: str) -> Recipe:
 def compress_openvino(model, recipe: Recipe, dataset=None):
     """The ov.Model with its weights compressed by NNCF as the recipe says, and the recipe that ran
     (group size fitted to the model, data-aware methods dropped when there is no data)."""
-    import nncf
+    from .nncf_import import import_nncf
+
+    nncf = import_nncf()
 
     sizes = [
         op.input_value(1).get_partial_shape()[-1 if op.get_attributes().get("transpose_b") else -2].get_length()

@@ -36,3 +36,31 @@ def test_demo_runs_end_to_end_on_a_tiny_gguf(tmp_path):
     assert "ONNX Runtime: time to first token" in out.stdout
     assert "[export]" in out.stdout and "ONNX Runtime" in out.stdout
     assert "[quantize INT4 (NNCF)] not run" in out.stdout  # steps that do not exist yet say so
+
+
+def test_version_and_loudness_flags_anywhere(tmp_path):
+    from importlib.metadata import version
+
+    out = qwen_edge("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"qwen-edge {version('qwen-edge')}"
+    folder = str(tmp_path / "f")
+    loud = qwen_edge("export", "tiny", "-o", folder, "-v")  # after the command, as users type it
+    assert loud.returncode == 0 and "INFO qwen_edge.export.to_onnx: exported" in loud.stderr
+    quiet = qwen_edge("export", "tiny", "-o", folder, "--overwrite", "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert "onnx ort graph" in quiet.stdout  # the result line stays
+    both = qwen_edge("-q", "export", "tiny", "-o", folder, "--overwrite", "-v")
+    assert both.returncode == 2 and both.stderr.strip() == "qwen-edge export: error: -v and -q disagree: give one"
+
+
+def test_nncf_logs_through_ours_and_only_with_verbose(tmp_path):
+    gguf = write_gguf(random_model("tiny", seed=1), tmp_path / "tiny.gguf")
+    env = dict(os.environ, QWEN_EDGE_CACHE=str(tmp_path / "cache"))
+    args = ["export", str(gguf), "-o", str(tmp_path / "q"), "--format", "openvino", "--quantize", "int4"]
+    plain = qwen_edge(*args, env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert "nncf:" not in (plain.stdout + plain.stderr).lower()  # its INFO lines and tables: only with -v
+    verbose = qwen_edge(*args, "--overwrite", "-v", env=env)
+    nncf_lines = [ln for ln in verbose.stderr.splitlines() if "nncf:" in ln]
+    assert nncf_lines and all(ln.startswith(("INFO nncf: ", "WARNING nncf: ", "DEBUG nncf: ")) for ln in nncf_lines[:1])
+    assert "INFO:nncf:" not in verbose.stdout + verbose.stderr  # NNCF's own format never appears
