@@ -63,6 +63,12 @@ def configure_parser(p) -> None:
         help="with --quantize: score the result against the unquantized export (perplexity, top-1; costs the "
         "reference's memory, ~2x the fp16 model)",
     )
+    p.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="take the tokenizer from here (a folder with tokenizer.json, a .gguf, or a known model); a shape "
+        "name gets the real Qwen2.5 tokenizer by default",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
@@ -82,6 +88,7 @@ def run(
     overwrite: bool = False,
     target: str | None = None,
     report: bool = False,
+    tokenizer: str | None = None,
 ) -> list[dict]:
     from qwen_edge.quantize.pipeline import PipelineError, build
 
@@ -101,7 +108,7 @@ def run(
         raise PipelineError("--report scores a quantized export against the unquantized one: add --quantize PRESET")
     manifests = build(
         model, output, format, graph, precision, quantize, target, stateless, device_profile, max_prompt,
-        max_context, overwrite, report,
+        max_context, overwrite, report, tokenizer,
     )  # fmt: skip
     for manifest in manifests:
         total = sum(f["bytes"] for f in manifest["files"].values())

@@ -43,9 +43,60 @@ class Loaded:
         return self.model.config
 
 
-def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Loaded:
-    """Load MODEL (see module doc) in `dtype`."""
-    src = str(source)
+def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0, tokenizer: str | None = None) -> Loaded:
+    """Load MODEL (see module doc) in `dtype`. `tokenizer`: where its tokenizer comes from instead
+    (see tokenizer_folder). A shape name at Qwen2's vocabulary gets the Qwen2.5 tokenizer of the
+    real 0.5B (random weights measure speed; they still take text)."""
+    loaded = _load(str(source), dtype, seed)
+    if tokenizer is None and loaded.source["kind"] == "random" and loaded.config.vocab_size >= QWEN25_TOKENS:
+        tokenizer = "qwen2.5-coder-0.5b-instruct"
+    if tokenizer is not None:
+        loaded.tokenizer_dir = tokenizer_folder(tokenizer, loaded.config)
+        loaded.source = {**loaded.source, "tokenizer": str(tokenizer)}
+    return loaded
+
+
+QWEN25_TOKENS = 151_665  # the Qwen2 / Qwen2.5 tokenizer's size, special tokens included
+
+
+def tokenizer_folder(where: str | Path, cfg: Qwen2Config) -> Path:
+    """A folder holding tokenizer.json (+ chat template, generation config) for a model of `cfg`:
+    `where` is such a folder (an HF folder, an export), a GGUF file, or a known model name (fetched
+    and verified if it is not cached yet). Refused when its ids do not fit the model's vocabulary."""
+    from tokenizers import Tokenizer as Backend
+
+    name = str(where)
+    if name.lower() in fetch.KNOWN_FILES:
+        path = fetch.fetch(fetch.KNOWN_FILES[name.lower()])
+    else:
+        path = Path(name).expanduser()
+    if path.is_file() and (path.suffix.lower() == ".gguf" or _magic(path) == b"GGUF"):
+        reader = gguf_file._reader(path)
+        folder = gguf_tokenizer(path, fetch.verified_sha256(path), gguf_file.read_config(path, reader), reader)
+    elif (path / "tokenizer.json").is_file():
+        folder = path
+    else:
+        raise ModelSourceError(
+            f"tokenizer {name!r}: give a folder holding tokenizer.json, a .gguf file or a known model "
+            f"({', '.join(fetch.KNOWN_FILES)})"
+        )
+    try:
+        size = Backend.from_file(str(folder / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    except Exception as e:  # tokenizers raises its own Exception type on a malformed file
+        raise ModelSourceError(f"{folder / 'tokenizer.json'} is not a readable tokenizer ({_first_line(e)})") from None
+    if size > cfg.vocab_size:
+        raise ModelSourceError(
+            f"the tokenizer in {folder} has {size} tokens, more than the model's {cfg.vocab_size}: "
+            "give the tokenizer this model was trained with"
+        )
+    return folder
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _load(src: str, dtype: torch.dtype, seed: int) -> Loaded:
     if src.lower() in fetch.KNOWN_FILES:
         return load_gguf(fetch.fetch(fetch.KNOWN_FILES[src.lower()]), dtype)
     if src in shapes.SHAPES:

@@ -128,3 +128,34 @@ def test_unknown_names_and_unreachable_hub():
         load("./no/such/thing")
     with pytest.raises(ModelSourceError, match="could not get 'Qwen/Qwen2-0.5B' from the hub"):
         load("Qwen/Qwen2-0.5B")
+
+
+def test_tokenizer_from_elsewhere_for_any_source(tmp_path):
+    from qwen_edge.models.loaders import tokenizer_folder
+
+    gguf = write_gguf(random_model("tiny", seed=2), tmp_path / "m.gguf")
+    folder = tokenizer_folder(gguf, shape_config("tiny"))
+    loaded = load("tiny", tokenizer=str(gguf))
+    assert loaded.tokenizer_dir == folder and loaded.source["tokenizer"] == str(gguf)
+    assert load("tiny", tokenizer=str(folder)).tokenizer_dir == folder  # a folder holding tokenizer.json
+    assert load("tiny").tokenizer_dir is None  # the test shapes' 512 ids fit no real tokenizer
+    with pytest.raises(ModelSourceError, match=r"has 512 tokens, more than the model's 300: give the tokenizer"):
+        tokenizer_folder(folder, shape_config("tiny", vocab_size=300))
+    with pytest.raises(ModelSourceError, match="give a folder holding tokenizer.json, a .gguf file or a known model"):
+        load("tiny", tokenizer=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_real_shape_takes_text_with_the_real_tokenizer(real_gguf, tmp_path, monkeypatch):
+    """Random weights at a real shape measure speed, so they still need Qwen2.5's tokenizer: the
+    fetched real model's (here the user cache, where real_gguf put it)."""
+    from qwen_edge.models.fetch import cache_dir
+    from qwen_edge.quantize.pipeline import build
+    from qwen_edge.runtime.engine import Engine
+
+    monkeypatch.setenv("QWEN_EDGE_CACHE", str(real_gguf.parents[1]))
+    assert cache_dir() == real_gguf.parents[1]
+    [manifest] = build("Qwen2.5-0.5B", tmp_path / "ir", format="openvino")
+    assert manifest["tokenizer"] and manifest["source"]["tokenizer"] == "qwen2.5-coder-0.5b-instruct"
+    result = Engine.load(tmp_path / "ir").session().generate("def fib(n):", max_new_tokens=3)
+    assert len(result.token_ids) == 3 and result.text
