@@ -25,7 +25,7 @@ def run(folder: str, system: str | None = None, overflow: str = "trim", stats: b
 
     from .generate import _stats_line
 
-    engine = Engine.load(folder, **engine_kwargs(options))
+    engine = Engine.load(folder, **engine_kwargs(options), warm_up=True)  # before the first line is typed
     if engine.tokenizer is None or not engine.tokenizer.chat_template:
         raise EngineError(f"{folder} has no chat template: use qwen-edge generate with a raw prompt")
     sampling, stop = sampling_kwargs(options)

@@ -28,7 +28,12 @@ def add_engine_options(p) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
     p.add_argument("--device", default="CPU", help="CPU (default), GPU, NPU, AUTO (OpenVINO); or an ORT provider")
     p.add_argument("--threads", type=int, help="inference threads (default: the runtime's choice)")
-    p.add_argument("--cache-dir", help="OpenVINO compiled-model cache (a second load skips compilation)")
+    p.add_argument(
+        "--cache-dir",
+        help="OpenVINO compiled-model cache, so a second load skips compilation (default: under the user cache, "
+        "kept to 6 GB)",
+    )
+    p.add_argument("--no-model-cache", action="store_true", help="OpenVINO: compile on every load, keep nothing")
 
 
 def sampling_kwargs(options: dict) -> tuple[dict, tuple[str, ...]]:
@@ -43,6 +48,12 @@ def sampling_kwargs(options: dict) -> tuple[dict, tuple[str, ...]]:
 
 def engine_kwargs(options: dict) -> dict:
     kwargs = {k: options[k] for k in ENGINE if options.get(k) is not None}
+    if options.get("no_model_cache"):
+        if "cache_dir" in kwargs:
+            from qwen_edge.runtime.result import EngineError
+
+            raise EngineError("--cache-dir and --no-model-cache disagree: give one")
+        kwargs["cache_dir"] = False
     return {**kwargs, "speculative": True} if options.get("prompt_lookup") else kwargs
 
 

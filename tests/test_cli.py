@@ -64,3 +64,9 @@ def test_nncf_logs_through_ours_and_only_with_verbose(tmp_path):
     nncf_lines = [ln for ln in verbose.stderr.splitlines() if "nncf:" in ln]
     assert nncf_lines and all(ln.startswith(("INFO nncf: ", "WARNING nncf: ", "DEBUG nncf: ")) for ln in nncf_lines[:1])
     assert "INFO:nncf:" not in verbose.stdout + verbose.stderr  # NNCF's own format never appears
+
+
+def test_model_cache_flags_that_disagree(tmp_path):
+    out = qwen_edge("generate", str(tmp_path), "-p", "hi", "--cache-dir", str(tmp_path / "c"), "--no-model-cache")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "qwen-edge generate: error: --cache-dir and --no-model-cache disagree: give one"

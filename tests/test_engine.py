@@ -285,3 +285,32 @@ def test_cli_chat_over_piped_stdin_answers_each_line(folders):
     chat.reset()
     second = chat.ask("how are you", max_new_tokens=4, ignore_eos=True).text
     assert out.stdout == f"{first}\n{second}\n"
+
+
+def test_openvino_model_cache_by_default_and_warm_up(folders, tmp_path, monkeypatch):
+    """A compiled blob lands in the user cache unless told not to; warm-up changes no token."""
+    monkeypatch.setenv("QWEN_EDGE_CACHE", str(tmp_path / "cache"))
+    _, tmp = folders
+    blobs = tmp_path / "cache" / "openvino"
+    cold = Engine.load(tmp / "openvino", config=EXACT, cache_dir=False)
+    assert not blobs.exists() or not any(blobs.iterdir())
+    want = cold.generate(PROMPT, max_new_tokens=8, ignore_eos=True).token_ids
+    warm = Engine.load(tmp / "openvino", config=EXACT, warm_up=True)
+    assert [p.suffix for p in blobs.iterdir()] == [".blob"]
+    assert warm.generate(PROMPT, max_new_tokens=8, ignore_eos=True).token_ids == want
+    ort = Engine.load(tmp / "ort", warm_up=True)  # ONNX Runtime folders warm up too, and cache nothing
+    assert ort.generate(PROMPT, max_new_tokens=4, ignore_eos=True).token_ids == torch_greedy(folders[0], PROMPT, 4)
+    assert len(list(blobs.iterdir())) == 1
+
+
+def test_openvino_cache_is_kept_to_its_budget(tmp_path, monkeypatch):
+    from qwen_edge.runtime import user_cache
+
+    monkeypatch.setenv("QWEN_EDGE_CACHE", str(tmp_path))
+    folder = tmp_path / "openvino"
+    folder.mkdir()
+    for age, name in enumerate(["new", "mid", "old"]):
+        (folder / f"{name}.blob").write_bytes(b"x" * 100)
+        os.utime(folder / f"{name}.blob", (1e9 - age * 1000, 1e9 - age * 1000))
+    assert user_cache.openvino_cache(budget=250) == folder
+    assert sorted(p.name for p in folder.iterdir()) == ["mid.blob", "new.blob"]
