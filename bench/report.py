@@ -1,10 +1,100 @@
-"""`qwen-edge bench --report DIR`: report.md with the table and three PNG plots (needs matplotlib,
-the `bench` extra): latency vs prompt length per runtime, decode tokens/s and peak memory per
-folder and runtime."""
+"""What `qwen-edge bench` prints and writes: one flat record per folder, runtime and prompt length
+(`--format table|md|csv|json|jsonl`), and with --report DIR report.md with three PNG plots (needs
+matplotlib, the `bench` extra): latency vs prompt length per runtime, decode tokens/s and peak
+memory per folder and runtime. Latencies are in milliseconds, load in seconds."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
+
+FORMATS = ("table", "md", "csv", "json", "jsonl")
+COLUMNS = {  # record key -> table heading
+    "folder": "folder",
+    "runtime": "runtime",
+    "prompt": "prompt",
+    "ttft_ms": "TTFT ms",
+    "tpot_ms_p50": "TPOT p50 ms",
+    "tpot_ms_p90": "TPOT p90 ms",
+    "decode_tok_s": "decode tok/s",
+    "prefill_tok_s": "prefill tok/s",
+    "load_s": "load s",
+    "peak_rss_mb": "peak RSS MB",
+    "stable": "stable",
+}
+
+
+def records(result: dict) -> list[dict]:
+    """One flat record per (folder, runtime, prompt length); a failed case is one record with its
+    status and note. Comparison rows carry ours' ratio on the same folder and length."""
+    out = []
+    for r in result["rows"]:
+        base = {"folder": r["folder"], "runtime": r["runtime"], "status": r["status"]}
+        if r["status"] != "ok":
+            out.append({**base, "note": r["note"]})
+            continue
+        for prompt, s in r["by_prompt"].items():
+            rec = {
+                **base,
+                "prompt": prompt,
+                "ttft_ms": round(1e3 * s["ttft_s"], 1),
+                "ttft_ms_p10": round(1e3 * s["ttft_s_p10"], 1),
+                "ttft_ms_p90": round(1e3 * s["ttft_s_p90"], 1),
+                "tpot_ms_p50": round(1e3 * s["tpot_s_p50"], 2),
+                "tpot_ms_p90": round(1e3 * s["tpot_s_p90"], 2),
+                "decode_tok_s": round(s["decode_tokens_per_s"], 1),
+                "prefill_tok_s": round(s["prefill_tokens_per_s"], 0),
+                "load_s": round(r["load_s"], 2),
+                "peak_rss_mb": round(r["peak_rss_mb"]),
+                "stable": r["stable"],
+            }
+            ratio = r.get("ours_vs_this", {}).get(prompt)
+            if ratio:
+                rec.update(ours_decode_x=round(ratio["decode"], 2), ours_ttft_x=round(ratio["ttft"], 2))
+            out.append(rec)
+    return out
+
+
+def render(result: dict, fmt: str) -> str:
+    """The records in one of FORMATS (table: aligned for a terminal)."""
+    recs = records(result)
+    if fmt == "json":
+        return json.dumps(recs, indent=2)
+    if fmt == "jsonl":
+        return "\n".join(json.dumps(r) for r in recs)
+    if fmt == "csv":
+        keys = list(dict.fromkeys(k for r in recs for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(recs)
+        return buf.getvalue().rstrip("\n")
+    cells = [[_cell(k, r) for k in COLUMNS] for r in recs if r["status"] == "ok"]
+    failed = [f"{_name(r['folder'])} {r['runtime']}: {r['status']}: {r['note']}" for r in recs if r["status"] != "ok"]
+    if fmt == "md":
+        lines = ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells] + [f"\n{f}" for f in failed])
+    rows = [list(COLUMNS.values()), *cells]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    # names left-aligned, numbers right-aligned
+    lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]  # fmt: skip
+    return "\n".join(lines + failed)
+
+
+def _cell(key: str, rec: dict) -> str:
+    v = rec[key]
+    if key == "folder":
+        return _name(v)
+    if key == "stable":
+        return "yes" if v else "NO"
+    if key in ("ttft_ms", "decode_tok_s"):
+        return f"{v:.1f}"
+    if key in ("prefill_tok_s", "peak_rss_mb"):
+        return f"{v:.0f}"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def write_report(result: dict, out: Path) -> list[Path]:
@@ -25,12 +115,17 @@ def write_report(result: dict, out: Path) -> list[Path]:
         by_new: dict[str, list] = {}
         for key, s in r["by_prompt"].items():
             prompt, _, new = str(key).partition("+")
-            by_new.setdefault(new, []).append((int(prompt), s["ttft_s"]))
+            by_new.setdefault(new, []).append((int(prompt), 1e3 * s["ttft_s"]))
         for new, points in by_new.items():
             points.sort()
             name = label[id(r)] + (f" · {new} new" if new else "")
             ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
-    ax.set(xlabel="prompt tokens", ylabel="time to first token (s)", title="TTFT vs prompt length")
+    lengths = sorted({int(str(k).partition("+")[0]) for r in rows for k in r["by_prompt"]})
+    ax.set_xticks(lengths, [str(n) for n in lengths])  # the measured lengths, never fractional ticks
+    if len(lengths) == 1:
+        ax.set_xlim(lengths[0] * 0.5, lengths[0] * 1.5)
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="prompt tokens", ylabel="time to first token (ms)", title="TTFT vs prompt length")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     written.append(_save(fig, out / "ttft_vs_prompt.png", plt))
@@ -80,24 +175,11 @@ def _markdown(result: dict, images: list[str]) -> str:
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         "",
         f"Prompt lengths {a['prompt_lengths']}, {a['new_tokens']} new tokens (greedy, EOS ignored), "
-        f"{a['runs']} rounds, each a fresh process per folder and runtime, interleaved; device {a['device']}.",
+        f"{a['runs']} round{'s' if a['runs'] != 1 else ''}, each a fresh process per folder and runtime, "
+        f"interleaved; device {a['device']}.",
         "",
-        "| folder | runtime | prompt | TTFT s (p10–p90) | TPOT p50 / p90 ms | decode tok/s | prefill tok/s "
-        "| load s | peak RSS MB | stable |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        render(result, "md"),
     ]
-    for r in result["rows"]:
-        name = _name(r["folder"])
-        if r["status"] != "ok":
-            lines.append(f"| {name} | {r['runtime']} | {r['status']}: {r['note']} | | | | | | | |")
-            continue
-        for n, s in r["by_prompt"].items():
-            lines.append(
-                f"| {name} | {r['runtime']} | {n} | {s['ttft_s']:.3f} ({s['ttft_s_p10']:.3f}–{s['ttft_s_p90']:.3f}) | "
-                f"{1e3 * s['tpot_s_p50']:.1f} / {1e3 * s['tpot_s_p90']:.1f} | {s['decode_tokens_per_s']:.1f} | "
-                f"{s['prefill_tokens_per_s']:.0f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-                f"{'yes' if r['stable'] else 'NO'} |"
-            )
     if "bandwidth" in result:
         b = result["bandwidth"]
         lines += ["", f"Memory read bandwidth: {b['read_gb_s']:.1f} GB/s."]

@@ -5,8 +5,9 @@ without the compiled-model cache (CACHE_DIR), ours against openvino_genai's LLMP
 
 Per round and mode a new process loads FOLDER and answers two different prompts of --prompt
 token ids (4 new tokens each). Modes: "no cache"; "cache, cold" (an empty CACHE_DIR: what the
-first run after install sees); "cache, warm" (the CACHE_DIR the cold run filled: every later run).
-Reported: medians of load, first TTFT and second TTFT.
+first run after install sees); "cache, warm" (the CACHE_DIR the cold run filled: every later run);
+for ours also "warm-up at load" (Engine.load(warm_up=True), what chat and serve do: its time is
+in the load column). Reported: medians of load, first TTFT and second TTFT.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pathlib import Path
 WORKER = r"""
 import json, sys, time
 import numpy as np
-folder, runtime, cache, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+folder, runtime, cache, n, warm = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
 rng = np.random.default_rng(1)
 prompts = [rng.integers(1000, 100_000, n).tolist() for _ in range(2)]
 t = time.perf_counter()
 if runtime == "ours":
     from qwen_edge.runtime.engine import Engine
-    engine = Engine.load(folder, cache_dir=cache or False)
+    engine = Engine.load(folder, cache_dir=cache or False, warm_up=warm)
     load_s = time.perf_counter() - t
     ttfts = [engine.session().generate(p, max_new_tokens=4).stats.ttft_s for p in prompts]
 else:
@@ -47,9 +48,9 @@ print(json.dumps({"load_s": load_s, "ttft1_s": ttfts[0], "ttft2_s": ttfts[1]}))
 """
 
 
-def run(folder: Path, runtime: str, cache: str, prompt: int) -> dict:
+def run(folder: Path, runtime: str, cache: str, prompt: int, warm: bool) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(folder), runtime, cache, str(prompt)],
+        [sys.executable, "-c", WORKER, str(folder), runtime, cache, str(prompt), "1" if warm else "0"],
         capture_output=True, text=True, check=True, timeout=900,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -67,8 +68,11 @@ def main() -> None:
         for runtime in ("ours", "openvino_genai"):
             cache = tempfile.mkdtemp(prefix="ov-cache-")
             try:
-                for mode, where in (("no cache", ""), ("cache, cold", cache), ("cache, warm", cache)):
-                    s = run(args.folder, runtime, where, args.prompt)
+                modes = [("no cache", "", False), ("cache, cold", cache, False), ("cache, warm", cache, False)]
+                if runtime == "ours":
+                    modes.append(("cache, warm + warm-up at load", cache, True))
+                for mode, where, warm in modes:
+                    s = run(args.folder, runtime, where, args.prompt, warm)
                     samples.setdefault(f"{runtime}: {mode}", []).append(s)
                     print(f"round {r} {runtime} {mode}: {json.dumps({k: round(v, 3) for k, v in s.items()})}")
             finally:

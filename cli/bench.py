@@ -27,6 +27,10 @@ def configure_parser(p) -> None:
     p.add_argument("--device", default="CPU")
     p.add_argument("--text", help="text the prompts are cut from (default: a built-in sample)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--format", dest="fmt", default="table", choices=("table", "md", "csv", "json", "jsonl"),
+        help="stdout: an aligned table (default), Markdown, or one record per folder, runtime and prompt length",
+    )  # fmt: skip
     p.add_argument("--json", dest="json_path", help="write every raw sample here")
     p.add_argument("--report", help="write a Markdown report with PNG plots into this folder")
 
@@ -45,6 +49,7 @@ def run(
     seed: int = 0,
     json_path: str | None = None,
     report: str | None = None,
+    fmt: str = "table",
 ) -> dict:
     import json
     from pathlib import Path
@@ -103,7 +108,7 @@ def run(
                 "bytes_per_token": per_token,
                 "decode_tokens_per_s": gbs * 1e9 / per_token,
             }
-    _print(result)
+    _print(result, fmt)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
     if report:
@@ -171,33 +176,23 @@ def _machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "versions": versions}
 
 
-def _print(result: dict) -> None:
+def _print(result: dict, fmt: str = "table") -> None:
+    from qwen_edge.bench.report import render
+
     out = sys.stdout
+    if fmt not in ("table", "md"):  # machine-readable: the records alone
+        print(render(result, fmt), file=out)
+        return
     m = result["machine"]
     print(f"{m['cpu'] or m['platform']}, {m['cores']} cores", file=out)
-    head = f"{'folder':24} {'runtime':14} {'prompt':>6} {'TTFT s':>8} {'TPOT p50/p90 ms':>16} {'decode t/s':>10} "
-    head += f"{'prefill t/s':>11} {'load s':>7} {'RSS MB':>7} stable"
-    print(head, file=out)
+    print(render(result, fmt), file=out)
     for row in result["rows"]:
-        name = "/".join(row["folder"].rstrip("/").split("/")[-2:])[-24:]
-        if row["status"] != "ok":
-            print(f"{name:24} {row['runtime']:14} {row['status']}: {row['note']}", file=out)
-            continue
-        for length, s in row["by_prompt"].items():
-            tpot = f"{1e3 * s['tpot_s_p50']:.1f}/{1e3 * s['tpot_s_p90']:.1f}"
-            print(
-                f"{name:24} {row['runtime']:14} {length:>6} {s['ttft_s']:8.3f} {tpot:>16} "
-                f"{s['decode_tokens_per_s']:10.1f} {s['prefill_tokens_per_s']:11.0f} {row['load_s']:7.2f} "
-                f"{row['peak_rss_mb']:7.0f} {'yes' if row['stable'] else 'NO'}",
-                file=out,
-            )
+        name = "/".join(row["folder"].rstrip("/").split("/")[-2:])
         for length, r in row.get("ours_vs_this", {}).items():
-            print(
-                f"{'':24} ours / {row['runtime']:7} {length:>6}  decode {r['decode']:.2f}x  TTFT {r['ttft']:.2f}x",
-                file=out,
-            )
+            print(f"ours / {row['runtime']} on {name}, prompt {length}: decode {r['decode']:.2f}x, "
+                  f"TTFT {r['ttft']:.2f}x", file=out)  # fmt: skip
         for op in row.get("profile", [])[:5]:
-            print(f"{'':24} {'':14} top op {op['op']:28} {100 * op['share']:5.1f}%", file=out)
+            print(f"{name} {row['runtime']}: top op {op['op']:28} {100 * op['share']:5.1f}%", file=out)
     if "bandwidth" in result:
         b = result["bandwidth"]
         print(f"memory read bandwidth {b['read_gb_s']:.1f} GB/s", file=out)

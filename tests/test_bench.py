@@ -171,3 +171,43 @@ def test_a_sweep_of_generation_lengths_is_summarized_per_pair():
     summary = bench.summarize(out.samples)
     assert set(summary) == {"10+3", "10+5", "20+3", "20+5"}
     assert summary["20+5"]["runs"] == 2 and summary["10+3"]["tpot_s_p50"] == pytest.approx(0.010)
+
+
+def _result(runs=1):
+    sample = {"ttft_s": 0.0004, "ttft_s_p10": 0.0003, "ttft_s_p90": 0.0006, "tpot_s_p50": 0.0021, "tpot_s_p90": 0.0025,
+              "decode_tokens_per_s": 476.2, "prefill_tokens_per_s": 20000.0, "runs": runs}  # fmt: skip
+    ok = {"folder": "/x/Qwen2-0.5B/ort", "runtime": "ours", "status": "ok", "note": "", "load_s": 0.5,
+          "peak_rss_mb": 321.4, "stable": True, "by_prompt": {"32": sample}}  # fmt: skip
+    other = {**ok, "runtime": "ort-genai", "ours_vs_this": {"32": {"decode": 1.8, "ttft": 0.9}}}
+    absent = {"folder": "/x/Qwen2-0.5B/ort", "runtime": "optimum-onnx", "status": "absent", "note": "not installed"}
+    machine = {"cpu": "cpu", "platform": "linux", "cores": 2, "versions": {}}
+    args = {"prompt_lengths": [32], "new_tokens": [8], "runs": runs, "device": "CPU"}
+    return {"rows": [ok, other, absent], "machine": machine, "args": args}
+
+
+def test_every_output_format_in_milliseconds():
+    import csv
+    import io
+
+    from qwen_edge.bench.report import render
+
+    result = _result()
+    rows = list(csv.DictReader(io.StringIO(render(result, "csv"))))
+    assert [r["runtime"] for r in rows] == ["ours", "ort-genai", "optimum-onnx"]
+    assert rows[0]["ttft_ms"] == "0.4" and rows[0]["tpot_ms_p50"] == "2.1" and rows[1]["ours_decode_x"] == "1.8"
+    assert rows[2]["status"] == "absent" and rows[2]["note"] == "not installed"
+    assert json.loads(render(result, "json")) == [json.loads(line) for line in render(result, "jsonl").splitlines()]
+    table = render(result, "table").splitlines()
+    assert table[0].split()[:4] == ["folder", "runtime", "prompt", "TTFT"] and "0.4" in table[1].split()
+    assert len({len(line) for line in table[:3]}) == 1  # aligned columns
+    assert table[-1] == "Qwen2-0.5B/ort optimum-onnx: absent: not installed"
+    md = render(result, "md").splitlines()
+    assert md[0].startswith("| folder | runtime | prompt | TTFT ms |") and md[2].startswith("| Qwen2-0.5B/ort | ours")
+
+
+def test_report_of_one_round_and_one_length(tmp_path):
+    from qwen_edge.bench.report import write_report
+
+    write_report(_result(runs=1), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "1 round, each" in md and "| TTFT ms |" in md
