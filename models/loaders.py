@@ -232,6 +232,11 @@ def gguf_tokenizer(path: Path, sha: str | None, cfg: Qwen2Config, reader=None) -
 
 
 def _hub_download(repo_id: str) -> Path:
+    if not fetch.hub_reachable():
+        raise ModelSourceError(
+            f"could not get {repo_id!r} from the hub (not reachable from here); download it where the hub is "
+            "reachable and pass the folder"
+        )
     try:
         from huggingface_hub import snapshot_download
 

