@@ -11,8 +11,9 @@ output is broken: `stable`).
 
 Runtimes: `ours` (qwen_edge.runtime on any folder), `llm-pipeline` (openvino_genai), `optimum-intel`
 (OVModelForCausalLM) on OpenVINO folders, `ort-genai` (onnxruntime_genai) on `ort` folders, and
-`optimum-onnx` (ORTModelForCausalLM) on ONNX folders. A runtime that is not installed, or a device
-that is absent, is reported as such, never as a failure.
+`optimum-onnx` (ORTModelForCausalLM) on ONNX folders, and `llama.cpp` (llama-cpp-python) on the GGUF
+a folder was exported from: the file a llama.cpp user would run. A runtime that is not installed,
+or a device that is absent, is reported as such, never as a failure.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 RUNTIMES_FOR = {
-    "openvino": ("ours", "llm-pipeline", "optimum-intel"),
-    "onnx": ("ours", "ort-genai", "optimum-onnx"),
+    "openvino": ("ours", "llm-pipeline", "optimum-intel", "llama.cpp"),
+    "onnx": ("ours", "ort-genai", "optimum-onnx", "llama.cpp"),
 }
 MODULE_OF = {
+    "llama.cpp": "llama_cpp",
     "llm-pipeline": "openvino_genai",
     "optimum-intel": "optimum.intel",
     "ort-genai": "onnxruntime_genai",
@@ -272,7 +274,44 @@ def _optimum(case: Case, onnx: bool):
     return run, lambda text: tokenizer.encode(text, add_special_tokens=False), {}
 
 
+def source_gguf(folder: str) -> str | None:
+    """The GGUF file a folder was exported from, if that is where it came from and it is still there."""
+    from qwen_edge.runtime.manifest import read
+
+    path = (read(folder).raw.get("source") or {}).get("path")
+    return path if path and path.lower().endswith(".gguf") and Path(path).is_file() else None
+
+
+class NoSource(Exception):
+    """The case's runtime needs a file this folder does not point to."""
+
+
+def _llama_cpp(case: Case):
+    import os
+
+    from llama_cpp import Llama
+
+    gguf = source_gguf(case.folder)
+    if gguf is None:
+        raise NoSource("the folder was not exported from a GGUF file that is still in place")
+    llm = Llama(gguf, n_ctx=max(case.prompt_lengths) + 64 + max(np.atleast_1d(case.new_tokens)),
+                n_threads=os.cpu_count(), n_batch=512, verbose=False)  # fmt: skip
+
+    def run(ids, n):
+        llm.reset()  # no prefix reuse between prompts: every runtime here computes each prompt whole
+        start, stamps, out = time.perf_counter(), [], []
+        for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            out.append(int(token))
+            stamps.append(time.perf_counter())
+            if len(out) == n:  # EOS ignored: the same n tokens as every runtime
+                break
+        return out, start, stamps
+
+    return run, lambda text: llm.tokenize(text.encode(), add_bos=False, special=False), {}
+
+
 RUNNERS: dict[str, Callable] = {
+    "llama.cpp": _llama_cpp,
     "ours": _ours,
     "llm-pipeline": _llm_pipeline,
     "ort-genai": _ort_genai,
@@ -292,6 +331,8 @@ def measure(case: Case, runner=None, clock=time.perf_counter) -> Outcome:
         run, encode, state = (runner or RUNNERS[case.runtime])(case)
     except ImportError as e:
         return Outcome(case.runtime, case.folder, "absent", f"not installed ({e.name or e})")
+    except NoSource as e:
+        return Outcome(case.runtime, case.folder, "absent", str(e))
     except Exception as e:  # noqa: BLE001 - a runtime that cannot load this folder is a result, not a crash
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         status = "absent" if "not present on this machine" in text else "failed"
@@ -344,6 +385,10 @@ def measure_in_subprocess(case: Case, timeout: float = 3600) -> Outcome:
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        if out.returncode < 0:  # killed by a signal: a native crash (SIGILL: a build for another CPU)
+            import signal
+
+            tail = f"the runtime crashed ({signal.Signals(-out.returncode).name}); {tail}"
         return Outcome(case.runtime, case.folder, "failed", tail[:300])
     return Outcome(**json.loads(lines[-1]))
 

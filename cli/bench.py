@@ -20,7 +20,8 @@ def configure_parser(p) -> None:
     p.add_argument("--runs", type=int, default=3, help="rounds (each a fresh process per folder and runtime)")
     p.add_argument("--compare", action="store_true", help="also the ecosystem runtimes installed here")
     p.add_argument(
-        "--runtimes", help="only these (comma-separated: ours, llm-pipeline, optimum-intel, ort-genai, optimum-onnx)"
+        "--runtimes",
+        help="only these (comma-separated: ours, llm-pipeline, optimum-intel, ort-genai, optimum-onnx, llama.cpp)",
     )
     p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
     p.add_argument("--profile", action="store_true", help="top operators by time (ours)")
@@ -69,7 +70,7 @@ def run(
         raise EngineError("--prompt-lengths must be positive, --new-tokens at least 2, --runs at least 1")
     new_tokens = max(news)
     only = {r.strip() for r in runtimes.split(",")} if runtimes else None
-    plans = []
+    plans, ggufs = [], set()
     for folder in folders:
         try:
             manifest = read(folder)
@@ -80,6 +81,10 @@ def run(
             runtimes = [r for r in runtimes if r not in ("ort-genai", "llm-pipeline")]
         if only:
             runtimes = [r for r in runtimes if r in only]
+        if "llama.cpp" in runtimes:  # it runs the source GGUF: once per file, not once per folder made from it
+            gguf = bench.source_gguf(folder)
+            runtimes = [r for r in runtimes if r != "llama.cpp" or gguf not in ggufs]
+            ggufs.add(gguf)
         for runtime in runtimes:
             limit = _limit(manifest, runtime) - new_tokens
             fits = [n for n in lengths if n <= limit]

@@ -30,12 +30,25 @@ def test_bad_model_is_one_line_error():
 def test_demo_runs_end_to_end_on_a_tiny_gguf(tmp_path):
     path = write_gguf(random_model("tiny", seed=1), tmp_path / "tiny.gguf")
     env = dict(os.environ, QWEN_EDGE_CACHE=str(tmp_path / "cache"))
-    out = qwen_edge("demo", "--model", str(path), "--max-new-tokens", "5", "-p", "hello", env=env)
+    args = ["demo", "--model", str(path), "--max-new-tokens", "5", "-p", "hello", "--bench-prompt", "8"]
+    out = qwen_edge(*args, "--bench-new", "4", env=env)
     assert out.returncode == 0, out.stderr
-    assert "[chat] assistant (ONNX Runtime):" in out.stdout and "[chat] assistant (torch reference):" in out.stdout
-    assert "ONNX Runtime: time to first token" in out.stdout
-    assert "[export]" in out.stdout and "ONNX Runtime" in out.stdout
-    assert "[quantize INT4 (NNCF)] not run" in out.stdout  # steps that do not exist yet say so
+    lines = out.stdout.splitlines()
+    assert sum(ln.startswith("[chat] assistant: ") for ln in lines) == 2
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("[export]")] == ["[export] " + str(
+        tmp_path / "cache" / "exports" / name) for name in (f"{_key(path)}-onnx-int4", f"{_key(path)}-openvino-int4")]
+    assert "INT4 folder: export + NNCF" in out.stdout and "latency table" in out.stdout
+    bench_rows = [ln.split()[1] for ln in lines if ln.startswith("exports/")]
+    assert {"ours", "ort-genai", "llm-pipeline"} <= set(bench_rows)
+    again = qwen_edge(*args, "--bench-new", "4", "--no-bench", env=env)  # the second run reuses both folders
+    assert again.returncode == 0 and again.stdout.count("built earlier, verified") == 2
+    assert "export + NNCF" not in again.stdout and "latency table" not in again.stdout
+
+
+def _key(path):
+    from qwen_edge.cli.demo import _key
+
+    return _key(str(path))
 
 
 def test_version_and_loudness_flags_anywhere(tmp_path):
