@@ -3,23 +3,27 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHARED_TOKENIZER = SHARED / "data" / "qwen2.5-tokenizer"
-WIKITEXT = SHARED / "data" / "wikitext-2-raw" / "wiki.test.raw"
+DATA = Path(__file__).resolve().parent / "data"  # vendored: see tests/data/README.md
 
 
-@pytest.fixture
-def shared_tokenizer() -> Path:
-    if not (SHARED_TOKENIZER / "tokenizer.json").exists():
-        pytest.skip("../shared/data/qwen2.5-tokenizer is not present on this machine")
-    return SHARED_TOKENIZER
+@pytest.fixture(scope="session")
+def shared_tokenizer(tmp_path_factory) -> Path:
+    """The Qwen2.5 tokenizer (official vocabulary, Instruct chat template), from tests/data: an
+    independent reference for the tokenizer our loader rebuilds from a GGUF."""
+    import gzip
+    import shutil
+
+    folder = tmp_path_factory.mktemp("qwen2.5-tokenizer")
+    with gzip.open(DATA / "qwen2.5-tokenizer" / "tokenizer.json.gz", "rb") as src:
+        (folder / "tokenizer.json").write_bytes(src.read())
+    shutil.copyfile(DATA / "qwen2.5-tokenizer" / "tokenizer_config.json", folder / "tokenizer_config.json")
+    return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def wikitext_lines() -> list[str]:
-    if not WIKITEXT.exists():
-        pytest.skip("../shared/data/wikitext-2-raw is not present on this machine")
-    text = WIKITEXT.read_text(encoding="utf-8").replace("\r\n", "\n")
+    """300 lines of real prose (WikiText-2 test, CC BY-SA 3.0; tests/data/README.md)."""
+    text = (DATA / "wikitext-2-test-300.txt").read_text(encoding="utf-8")
     return [ln for ln in text.split("\n") if ln.strip()]
 
 
