@@ -3,7 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from qwen_edge.runtime import user_cache
+
 DATA = Path(__file__).resolve().parent / "data"  # vendored: see tests/data/README.md
+USER_CACHE = user_cache.root()  # read before any test changes QWEN_EDGE_CACHE
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +32,11 @@ def wikitext_lines() -> list[str]:
 
 @pytest.fixture(scope="session")
 def real_gguf() -> Path:
-    """The real Qwen2.5-Coder-0.5B-Instruct GGUF, fetched once into the user cache."""
+    """The real Qwen2.5-Coder-0.5B-Instruct GGUF, fetched once into the user cache: the one the
+    session started with, whatever a test sets QWEN_EDGE_CACHE to later."""
     from qwen_edge.models.fetch import fetch
 
-    return fetch()
+    return fetch(dest_dir=USER_CACHE / "models")
 
 
 WINDOW, CAPACITY = 8, 64  # the static folders' prompt window and KV slots

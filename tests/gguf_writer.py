@@ -5,8 +5,30 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from qwen_edge.models.gguf_file import _BLOCK, _TOP
 from qwen_edge.models.qwen2 import Qwen2ForCausalLM
+
+# llama.cpp's tensor names (its convert_hf_to_gguf / gguf-py TENSOR_NAMES for qwen2 and qwen2moe),
+# written out here rather than read from the loader's tables: a wrong mapping there must fail.
+TOP = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+BLOCK = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "mlp.gate": "ffn_gate_inp",
+    "mlp.shared_expert.gate_proj": "ffn_gate_shexp",
+    "mlp.shared_expert.up_proj": "ffn_up_shexp",
+    "mlp.shared_expert.down_proj": "ffn_down_shexp",
+}
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -50,14 +72,12 @@ def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path
     w.add_bos_token_id(cfg.vocab_size - 3)
     w.add_eos_token_id(cfg.vocab_size - 1)
     w.add_chat_template(CHAT_TEMPLATE)
-    ours_to_gguf = {v: k for k, v in _TOP.items()}
-    block = {v: k for k, v in _BLOCK.items()}
     for name, t in model.state_dict().items():
         a = t.detach().float().numpy()
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
-        if name in ours_to_gguf:
-            w.add_tensor(ours_to_gguf[name], a)
+        if name in TOP:
+            w.add_tensor(TOP[name], a)
             continue
         _, _, i, rest = name.split(".", 3)
         if rest == "mlp.experts.gate_up_proj":
@@ -70,7 +90,7 @@ def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path
             w.add_tensor(f"blk.{i}.ffn_gate_inp_shexp.weight", a.reshape(-1))
         else:
             module, suffix = rest.rsplit(".", 1)
-            w.add_tensor(f"blk.{i}.{block[module]}.{suffix}", a)
+            w.add_tensor(f"blk.{i}.{BLOCK[module]}.{suffix}", a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .cache_env import cache_at
+
 DEMO = Path(__file__).resolve().parents[1] / "android_demo"
 MIXED = [
     "Hello, world! It's 3.14159 — “quoted” text.",
@@ -53,7 +55,6 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
     """`export --target mobile` on a tiny model, then the JS loop on onnxruntime-web (WASM, under
     Node) against our Python runtime on that bundle: the same greedy tokens. Needs `npm ci` in
     android_demo (make install runs it)."""
-    import os
 
     import onnx
 
@@ -65,44 +66,51 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
 
     if not (DEMO / "node_modules" / "onnxruntime-web").exists():
         pytest.fail("android_demo/node_modules is missing: run make install (it runs npm ci there)")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp_path / "cache")
-    model = random_model("tiny-untied", seed=4, std=0.1)
-    assert (
-        main(
-            ["export", str(write_gguf(model, tmp_path / "m.gguf")), "-o", str(tmp_path / "int4"), "--target", "mobile"]
+    with cache_at(str(tmp_path / "cache")):
+        model = random_model("tiny-untied", seed=4, std=0.1)
+        assert (
+            main(
+                [
+                    "export",
+                    str(write_gguf(model, tmp_path / "m.gguf")),
+                    "-o",
+                    str(tmp_path / "int4"),
+                    "--target",
+                    "mobile",
+                ]
+            )
+            == 0
         )
-        == 0
-    )
-    manifest = json.loads((tmp_path / "int4" / "manifest.json").read_text())
-    assert (manifest["format"], manifest["graph"], manifest["precision"]) == ("onnx", "ort", "int8-mobile")
-    assert manifest["recipe"]["name"] == "int8-mobile" and manifest["runtime_file"] == "model_last_logits.onnx"
-    nodes = onnx.load(tmp_path / "int4" / "model_last_logits.onnx", load_external_data=False).graph.node
-    assert {"MatMulInteger", "GatherBlockQuantized", "GroupQueryAttention"} <= {n.op_type for n in nodes}
-    float_matmuls = [n.name for n in nodes if n.op_type == "MatMul"]  # down_proj only, fp16-stored behind a Cast
-    assert float_matmuls and all("down_proj" in name for name in float_matmuls), float_matmuls
-    assert manifest["report"]["top1_agreement"] > 0.5
-    # the ORT-format model for native ONNX Runtime Mobile: listed in the manifest, with its operator list,
-    # and it computes what the ONNX graph computes (ONNX Runtime on this machine reads it too)
-    assert manifest["ort_format"]["files"] == ["model_last_logits.ort", "required_operators.config"]
-    assert "ort_mobile/model_last_logits.ort" in manifest["files"]
-    assert "com.microsoft;1;" in (tmp_path / "int4" / "ort_mobile" / "required_operators.config").read_text()
-    import numpy as np
-    import onnxruntime as ort
+        manifest = json.loads((tmp_path / "int4" / "manifest.json").read_text())
+        assert (manifest["format"], manifest["graph"], manifest["precision"]) == ("onnx", "ort", "int8-mobile")
+        assert manifest["recipe"]["name"] == "int8-mobile" and manifest["runtime_file"] == "model_last_logits.onnx"
+        nodes = onnx.load(tmp_path / "int4" / "model_last_logits.onnx", load_external_data=False).graph.node
+        assert {"MatMulInteger", "GatherBlockQuantized", "GroupQueryAttention"} <= {n.op_type for n in nodes}
+        float_matmuls = [n.name for n in nodes if n.op_type == "MatMul"]  # down_proj only, fp16-stored behind a Cast
+        assert float_matmuls and all("down_proj" in name for name in float_matmuls), float_matmuls
+        assert manifest["report"]["top1_agreement"] > 0.5
+        # the ORT-format model for native ONNX Runtime Mobile: listed in the manifest, with its operator list,
+        # and it computes what the ONNX graph computes (ONNX Runtime on this machine reads it too)
+        assert manifest["ort_format"]["files"] == ["model_last_logits.ort", "required_operators.config"]
+        assert "ort_mobile/model_last_logits.ort" in manifest["files"]
+        assert "com.microsoft;1;" in (tmp_path / "int4" / "ort_mobile" / "required_operators.config").read_text()
+        import numpy as np
+        import onnxruntime as ort
 
-    feeds = {"input_ids": np.array([[5, 17, 300]]), "attention_mask": np.ones((1, 3), np.int64)}
-    runs = []
-    for path in ("model_last_logits.onnx", "ort_mobile/model_last_logits.ort"):
-        session = ort.InferenceSession(str(tmp_path / "int4" / path), providers=["CPUExecutionProvider"])
-        past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in session.get_inputs()[2:]}
-        runs.append(session.run(["logits"], {**feeds, **past})[0])
-    assert np.abs(runs[0] - runs[1]).max() < 1e-4
-    prompt = "hello world, 快"
-    expected = Engine.load(tmp_path / "int4").generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
-    spec = tmp_path / "case.json"
-    config = json.loads((tmp_path / "int4" / "config.json").read_text())
-    case = {"folder": str(tmp_path / "int4"), "prompt": prompt, "expected": expected, "config": config}
-    spec.write_text(json.dumps({**case, "sampling": sampling_cases()}))
-    node_test("test/generate.test.mjs", passed=5, QWEN_EDGE_GENERATE_CASE=str(spec))
+        feeds = {"input_ids": np.array([[5, 17, 300]]), "attention_mask": np.ones((1, 3), np.int64)}
+        runs = []
+        for path in ("model_last_logits.onnx", "ort_mobile/model_last_logits.ort"):
+            session = ort.InferenceSession(str(tmp_path / "int4" / path), providers=["CPUExecutionProvider"])
+            past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in session.get_inputs()[2:]}
+            runs.append(session.run(["logits"], {**feeds, **past})[0])
+        assert np.abs(runs[0] - runs[1]).max() < 1e-4
+        prompt = "hello world, 快"
+        expected = Engine.load(tmp_path / "int4").generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
+        spec = tmp_path / "case.json"
+        config = json.loads((tmp_path / "int4" / "config.json").read_text())
+        case = {"folder": str(tmp_path / "int4"), "prompt": prompt, "expected": expected, "config": config}
+        spec.write_text(json.dumps({**case, "sampling": sampling_cases()}))
+        node_test("test/generate.test.mjs", passed=5, QWEN_EDGE_GENERATE_CASE=str(spec))
 
 
 def sampling_cases() -> list[dict]:
@@ -147,7 +155,6 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "android_demo" / "test-artifac
 
 @pytest.fixture(scope="module")
 def mobile_bundle(tmp_path_factory):
-    import os
 
     from qwen_edge.cli.main import main
     from qwen_edge.models.shapes import random_model
@@ -155,10 +162,10 @@ def mobile_bundle(tmp_path_factory):
     from .gguf_writer import write_gguf
 
     tmp = tmp_path_factory.mktemp("mobile")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    gguf = write_gguf(random_model("tiny-untied", seed=4, std=0.1), tmp / "m.gguf")
-    assert main(["export", str(gguf), "-o", str(tmp / "bundle"), "--target", "mobile"]) == 0
-    return tmp / "bundle"
+    with cache_at(str(tmp / "cache")):
+        gguf = write_gguf(random_model("tiny-untied", seed=4, std=0.1), tmp / "m.gguf")
+        assert main(["export", str(gguf), "-o", str(tmp / "bundle"), "--target", "mobile"]) == 0
+        return tmp / "bundle"
 
 
 def serve(bundle):

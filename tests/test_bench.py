@@ -10,6 +10,8 @@ import pytest
 
 from qwen_edge.bench import measure as bench
 
+from .cache_env import cache_at
+
 
 class FakeClock:
     def __init__(self):
@@ -82,7 +84,6 @@ def test_absent_runtimes_are_reported_not_raised():
 
 @pytest.fixture(scope="module")
 def ort_folder(tmp_path_factory):
-    import os
 
     from qwen_edge.export.to_onnx import export_onnx
     from qwen_edge.models.shapes import random_model
@@ -90,10 +91,10 @@ def ort_folder(tmp_path_factory):
     from .gguf_writer import write_gguf
 
     tmp = tmp_path_factory.mktemp("bench")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    gguf = write_gguf(random_model("tiny-untied", seed=4, std=0.1), tmp / "m.gguf")
-    export_onnx(str(gguf), tmp / "ort")
-    return tmp / "ort"
+    with cache_at(str(tmp / "cache")):
+        gguf = write_gguf(random_model("tiny-untied", seed=4, std=0.1), tmp / "m.gguf")
+        export_onnx(str(gguf), tmp / "ort")
+        return tmp / "ort"
 
 
 def test_cli_json_schema_compare_and_report(ort_folder, tmp_path):
@@ -125,7 +126,9 @@ def test_cli_json_schema_compare_and_report(ort_folder, tmp_path):
     result = json.loads((tmp_path / "b.json").read_text())
     assert set(result) >= {"rows", "cases", "machine", "args", "bandwidth"}
     rows = {r["runtime"]: r for r in result["rows"]}
-    assert set(rows) == {"ours", "ort-genai", "optimum-onnx"}
+    assert set(rows) == {"ours", "ort-genai", "optimum-onnx", "llama.cpp"}
+    # llama.cpp runs the GGUF the folder came from, when llama-cpp-python is installed (make install does not)
+    assert rows["llama.cpp"]["status"] == "ok" or "not installed (llama_cpp)" in rows["llama.cpp"]["note"]
     ours = rows["ours"]
     assert ours["status"] == "ok" and ours["stable"] is True and set(ours["by_prompt"]) == {"8", "16"}
     assert set(ours["by_prompt"]["8"]) >= {
@@ -140,7 +143,7 @@ def test_cli_json_schema_compare_and_report(ort_folder, tmp_path):
     assert rows["ort-genai"]["status"] == "ok" and set(rows["ort-genai"]["ours_vs_this"]["8"]) == {"decode", "ttft"}
     # optimum-onnx cannot be installed beside this stack: skipped with a note, not a failure
     assert rows["optimum-onnx"]["status"] == "absent" and "not installed" in rows["optimum-onnx"]["note"]
-    assert len(result["cases"]) == 2 * 3 and all(len(c["samples"]) == 2 for c in result["cases"] if c["status"] == "ok")
+    assert len(result["cases"]) == 2 * 4 and all(len(c["samples"]) == 2 for c in result["cases"] if c["status"] == "ok")
     ceiling = result["bandwidth"]["ceilings"][str(ort_folder)]
     assert result["bandwidth"]["read_gb_s"] > 0.1 and ceiling["weight_bytes"] > 0
     for name in ("ttft_vs_prompt.png", "decode_tokens_per_s.png", "peak_rss.png"):

@@ -35,8 +35,10 @@ def test_demo_runs_end_to_end_on_a_tiny_gguf(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert sum(ln.startswith("[chat] assistant: ") for ln in lines) == 2
-    assert [ln.split(":")[0] for ln in lines if ln.startswith("[export]")] == ["[export] " + str(
-        tmp_path / "cache" / "exports" / name) for name in (f"{_key(path)}-onnx-int4", f"{_key(path)}-openvino-int4")]
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("[export]")] == [
+        "[export] " + str(tmp_path / "cache" / "exports" / name)
+        for name in (f"{_key(path)}-onnx-int4", f"{_key(path)}-openvino-int4")
+    ]
     assert "INT4 folder: export + NNCF" in out.stdout and "latency table" in out.stdout
     bench_rows = [ln.split()[1] for ln in lines if ln.startswith("exports/")]
     assert {"ours", "ort-genai", "llm-pipeline"} <= set(bench_rows)

@@ -12,6 +12,7 @@ from qwen_edge.models.shapes import random_model
 from qwen_edge.runtime.generate import Sampling, generate
 from qwen_edge.runtime.manifest import verify
 
+from .cache_env import cache_at
 from .gguf_writer import write_gguf
 from .onnx_driver import empty_past, torch_logits
 
@@ -73,13 +74,12 @@ def test_fp16_weights_are_the_default_and_stay_close(tmp_path):
 @pytest.fixture(scope="module")
 def gguf_ir(tmp_path_factory):
     """An untied tiny model with varied greedy output, as GGUF (so it has a tokenizer), exported."""
-    import os
 
     tmp = tmp_path_factory.mktemp("ovgguf")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    model = random_model("tiny-untied", seed=3, std=0.2)
-    export_openvino(str(write_gguf(model, tmp / "m.gguf")), tmp / "ir", weights="fp32")
-    return model, tmp / "ir"
+    with cache_at(str(tmp / "cache")):
+        model = random_model("tiny-untied", seed=3, std=0.2)
+        export_openvino(str(write_gguf(model, tmp / "m.gguf")), tmp / "ir", weights="fp32")
+        return model, tmp / "ir"
 
 
 PROMPT = [5, 17, 300, 2, 99, 41, 7, 8]

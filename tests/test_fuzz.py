@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from qwen_edge.models.shapes import random_model
 
+from .cache_env import cache_at
 from .gguf_writer import write_gguf
 
 FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
@@ -179,14 +180,13 @@ def test_manifest_reader_on_random_bytes(content):
 def byte_level(tmp_path_factory):
     """The tiny models' byte-level BPE tokenizer (every byte a token: any id sequence is possible
     text, including split multi-byte characters)."""
-    import os
 
     from qwen_edge.models.loaders import load
     from qwen_edge.runtime.tokenizer import Tokenizer
 
     tmp = tmp_path_factory.mktemp("tok")
-    os.environ.setdefault("QWEN_EDGE_CACHE", str(tmp / "cache"))
-    return Tokenizer(load(str(write_gguf(random_model("tiny"), tmp / "m.gguf"))).tokenizer_dir)
+    with cache_at(str(tmp / "cache")):
+        return Tokenizer(load(str(write_gguf(random_model("tiny"), tmp / "m.gguf"))).tokenizer_dir)
 
 
 def test_streamed_pieces_add_up_to_the_text_and_never_show_a_stop_string(byte_level):

@@ -17,6 +17,7 @@ from qwen_edge.quantize.quantize import QuantizeError, quantize
 from qwen_edge.quantize.recipes import RecipeError
 from qwen_edge.runtime.manifest import verify
 
+from .cache_env import cache_at
 from .gguf_writer import write_gguf
 
 # hidden 128: the default INT4 group of 128 fits
@@ -36,13 +37,12 @@ HIDDEN_128 = Qwen2Config(
 def fp16_folder(tmp_path_factory):
     """A tiny untied model with a tokenizer (GGUF), exported as fp16 IR. Hidden size 128, so the
     default group of 128 fits."""
-    import os
 
     tmp = tmp_path_factory.mktemp("quant")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    model = random_model(HIDDEN_128, seed=1, std=0.1)
-    export_openvino(str(write_gguf(model, tmp / "m.gguf")), tmp / "fp16")
-    return tmp / "fp16"
+    with cache_at(str(tmp / "cache")):
+        model = random_model(HIDDEN_128, seed=1, std=0.1)
+        export_openvino(str(write_gguf(model, tmp / "m.gguf")), tmp / "fp16")
+        return tmp / "fp16"
 
 
 def weight_types(folder):
@@ -258,14 +258,13 @@ def test_export_with_int8_weights_exports_and_quantizes_in_one_go(tmp_path, caps
 @pytest.fixture(scope="module")
 def ort_folder(tmp_path_factory):
     """The same hidden-128 model as fp16_folder's, exported as the `ort` ONNX graph (fp32)."""
-    import os
 
     from qwen_edge.export.to_onnx import export_onnx
 
     tmp = tmp_path_factory.mktemp("ortq")
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    export_onnx(str(write_gguf(random_model(HIDDEN_128, seed=1, std=0.1), tmp / "m.gguf")), tmp / "fp32")
-    return tmp / "fp32"
+    with cache_at(str(tmp / "cache")):
+        export_onnx(str(write_gguf(random_model(HIDDEN_128, seed=1, std=0.1), tmp / "m.gguf")), tmp / "fp32")
+        return tmp / "fp32"
 
 
 @pytest.mark.parametrize("weights", ["int4", "int4-mobile"])

@@ -7,6 +7,8 @@ import pytest
 from qwen_edge.runtime.streaming import TextStreamer
 from qwen_edge.runtime.tokenizer import Tokenizer
 
+from .cache_env import cache_at
+
 ALPHABET = list("abc xyz,.\n") + list("快速排序的基本思想是") + ["😀", "👍🏽", "🇫🇷", "é", "ß", "€", "𝄞", "ñ"]
 
 
@@ -26,10 +28,9 @@ def byte_tokenizer(tmp_path_factory):
     from .gguf_writer import write_gguf
 
     tmp = tmp_path_factory.mktemp("tok")
-    import os
 
-    os.environ["QWEN_EDGE_CACHE"] = str(tmp / "cache")
-    return load(str(write_gguf(random_model("tiny"), tmp / "m.gguf"))).tokenizer_dir
+    with cache_at(str(tmp / "cache")):
+        return load(str(write_gguf(random_model("tiny"), tmp / "m.gguf"))).tokenizer_dir
 
 
 @pytest.mark.parametrize("which", ["byte-level", "qwen2.5"])

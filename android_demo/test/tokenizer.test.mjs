@@ -24,6 +24,8 @@ test("special tokens are one id each and skipped when decoding", { skip: !spec &
   const { tokenizer } = JSON.parse(readFileSync(spec, "utf8"));
   const tok = new Tokenizer(JSON.parse(readFileSync(tokenizer, "utf8")));
   const ids = tok.encode("<|im_start|>user\nhi<|im_end|>");
-  assert.equal(ids[0], tok.vocab.get("<|im_start|>") ?? tok.addedByContent.get("<|im_start|>"));
+  // Qwen2's published ids, not read back from the tables under test
+  assert.equal(ids[0], 151644);
+  assert.equal(ids.at(-1), 151645);
   assert.equal(tok.decode(ids), "user\nhi");
 });
