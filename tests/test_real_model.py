@@ -124,7 +124,7 @@ def real_ir(real, tmp_path_factory):
 def test_openvino_export_of_the_real_model_in_llm_pipeline(real, real_ir):
     import openvino_genai
 
-    pipe = openvino_genai.LLMPipeline(str(real_ir), "CPU", INFERENCE_PRECISION_HINT="f32")
+    pipe = openvino_genai.LLMPipeline(str(real_ir), "CPU", INFERENCE_PRECISION_HINT="f32", KV_CACHE_PRECISION="f32")
     tok = Tokenizer(real.tokenizer_dir)
     prompt = "The capital of France is"
     expected = tok.decode(list(generate(TorchStep(real.model), tok.encode(prompt), Sampling(max_new_tokens=8))))
