@@ -345,3 +345,18 @@ def test_stop_strings_end_to_end_in_the_api_and_the_cli(folders):
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert printed["stopped_by"] == "stop" and printed["text"] == cut.text
+
+
+def test_generate_chat_with_a_system_message_on_the_cli(folders):
+    import json
+    import subprocess
+    import sys
+
+    _, tmp = folders
+    args = [sys.executable, "-m", "qwen_edge.cli.main", "generate", str(tmp / "ort"), "-p", "hi", "--chat"]
+    out = subprocess.run([*args, "--system", "be brief", "--max-new-tokens", "3", "--json"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    tok = load(tmp / "ort").tokenizer
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert json.loads(out.stdout)["prompt_token_ids"] == tok.encode(tok.apply_chat_template(messages))

@@ -404,3 +404,24 @@ def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folde
     ids = list(range(3, 40))
     got, want = WindowLogits(tmp_path / "q")(ids), WindowLogits(fake)(ids)
     assert np.abs(got - want).max() <= 1e-3
+
+
+def test_cli_budgets_parse_and_succeed_and_eval_agrees_with_the_report(fp16_folder, tmp_path, capsys):
+    """`--max-ppl-increase 900%` is the share 9.0; a budget both within reach keeps the first try;
+    `qwen-edge eval` on the result against its input gives the report's numbers."""
+    from qwen_edge.cli.main import main
+
+    out = tmp_path / "q"
+    args = ["quantize", str(fp16_folder), "-o", str(out), "--data-free", "--eval-windows", "1"]
+    assert main([*args, "--max-ppl-increase", "900%", "--min-top1", "0.0"]) == 0
+    budget = json.loads((out / "manifest.json").read_text())["budget"]
+    assert budget["max_ppl_increase"] == pytest.approx(9.0) and budget["min_top1"] == 0.0
+    assert len(budget["tries"]) == 1 and budget["tries"][0]["within_budget"]
+    with pytest.raises(SystemExit) as bad:  # argparse's own exit, with the rule in one line
+        main([*args[:3], str(tmp_path / "bad"), "--max-ppl-increase", "five"])
+    assert bad.value.code == 2 and "'five' is not a share: write 5% or 0.05" in capsys.readouterr().err
+    assert main(["eval", str(out), "--reference", str(fp16_folder), "--windows", "1", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    for key in ("perplexity", "reference_perplexity", "perplexity_increase", "top1_agreement"):
+        assert scores[key] == pytest.approx(report[key], rel=1e-6), key
