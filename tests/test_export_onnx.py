@@ -60,7 +60,9 @@ def test_folder_is_self_contained_and_sealed(tmp_path):
         f.write(" ")
     with pytest.raises(ManifestError, match="config.json was altered"):
         verify(out)
-    assert oct(out.stat().st_mode & 0o777) != oct(0o700)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~umask)  # as mkdir makes it, not mkdtemp's 0700
 
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path):

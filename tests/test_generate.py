@@ -1,5 +1,7 @@
 """The backend-agnostic generation loop and sampler."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,9 @@ from qwen_edge.runtime.generate import Sampling, Stats, generate, probabilities,
 class ScriptedStep:
     """Logits that put all mass on a scripted sequence of tokens."""
 
-    def __init__(self, script, vocab=10):
+    def __init__(self, script, vocab=10, delays=(0.0, 0.0)):
         self.script, self.vocab, self.i, self.seen = script, vocab, 0, []
+        self.delays = delays  # seconds a prefill and a decode take
 
     def _next(self):
         logits = np.zeros(self.vocab, dtype=np.float32)
@@ -23,19 +26,24 @@ class ScriptedStep:
 
     def prefill(self, ids):
         self.seen.append(list(ids))
+        time.sleep(self.delays[0])
         return self._next()
 
     def decode(self, token):
         self.seen.append([token])
+        time.sleep(self.delays[1])
         return self._next()
 
 
 def test_greedy_follows_logits_and_stops_on_eos():
-    step, stats = ScriptedStep([3, 4, 5, 9, 6]), Stats()
+    step, stats = ScriptedStep([3, 4, 5, 9, 6], delays=(0.05, 0.02)), Stats()
     out = list(generate(step, [1, 2], Sampling(max_new_tokens=10), eos_ids=(9,), stats=stats))
     assert out == [3, 4, 5]
     assert step.seen == [[1, 2], [3], [4], [5]]  # each new token fed back exactly once
-    assert stats.prompt_tokens == 2 and stats.new_tokens == 3 and 0 < stats.ttft_s <= stats.total_s
+    assert stats.prompt_tokens == 2 and stats.new_tokens == 3
+    # the clock brackets the work: TTFT holds the prefill, the rest at least the 2 decodes between outputs
+    assert 0.05 <= stats.ttft_s and stats.total_s - stats.ttft_s >= 2 * 0.02
+    assert stats.decode_tokens_per_s == pytest.approx(2 / (stats.total_s - stats.ttft_s))
 
 
 def test_max_tokens_and_ignore_eos():

@@ -82,6 +82,12 @@ def test_int4_data_aware_on_request_and_reports(fp16_folder, tmp_path):
     assert report == manifest["report"]
     assert report["reference_perplexity"] > 1 and report["perplexity"] > 1
     assert 0 <= report["top1_agreement"] <= 1 and report["mean_kl"] >= 0
+    # the numbers are what they say: the relative rise, and each model scored on its own the same
+    assert report["perplexity_increase"] == pytest.approx(report["perplexity"] / report["reference_perplexity"] - 1)
+    alone = {f: evaluate(f, windows=report["windows"], window_tokens=report["window_tokens"]).perplexity
+             for f in (fp16_folder, tmp_path / "int4")}  # fmt: skip
+    assert alone[fp16_folder] == pytest.approx(report["reference_perplexity"], rel=1e-5)
+    assert alone[tmp_path / "int4"] == pytest.approx(report["perplexity"], rel=1e-5)
     assert report["generation"]["prompts"] == 8 and 0 <= report["generation"]["similarity"] <= 1
     assert (
         manifest["files"]["openvino_model.bin"]["bytes"]
