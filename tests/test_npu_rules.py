@@ -89,3 +89,55 @@ def test_check_cli_exits_1_and_lists_violations(tmp_path):
     assert out.returncode == 1
     assert "NPU: model.onnx: input input_ids has dynamic dimensions" in out.stdout
     assert "MatMul weights are not INT4-compressed" in out.stdout
+
+
+# A model whose every MatMul input is a multiple of 128, so the NPU's group size is exercised.
+def _h128():
+    import dataclasses
+
+    from qwen_edge.models.loaders import Loaded
+    from qwen_edge.models.shapes import random_model, shape_config
+
+    cfg = dataclasses.replace(shape_config("tiny-untied"), hidden_size=128, intermediate_size=256, head_dim=32)
+    return Loaded(random_model(cfg, seed=2), {"kind": "random", "shape": "tiny-untied, hidden 128"})
+
+
+def onnx_nbits(tmp_path, block_size: int, symmetric: bool):
+    """The static ONNX pair with every MatMul made MatMulNBits by ONNX Runtime's own quantizer."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    folder = tmp_path / "onnx"
+    export_onnx(_h128(), folder, graph="static", max_prompt=8, max_context=32)
+    for name in ("model.onnx", "decode.onnx"):
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(folder / name)), block_size=block_size, is_symmetric=symmetric)
+        quantizer.process()
+        (folder / name).unlink()
+        onnx.save(quantizer.model.model, str(folder / name))  # small: weights inline
+    return folder
+
+
+def test_onnx_matmulnbits_rules(tmp_path):
+    problems = check(onnx_nbits(tmp_path / "asym", 32, symmetric=False))
+    assert any("has zero points (asymmetric): the NPU needs symmetric INT4" in p for p in problems)
+    assert any("block size 32: the NPU needs 128" in p for p in problems)
+    assert not any("not INT4-compressed" in p for p in problems)
+    assert check(onnx_nbits(tmp_path / "sym", 128, symmetric=True)) == []  # block 128, symmetric: conforming
+
+
+def test_the_npu_export_ships_group_128_and_refuses_a_violation(tmp_path):
+    from qwen_edge.export.to_openvino import OpenVINOExportError
+    from qwen_edge.quantize.recipes import compress_npu
+
+    manifest = export_openvino(_h128(), tmp_path / "npu", device_profile="npu", max_prompt=8, max_context=32,
+                               compress=compress_npu)  # fmt: skip
+    # every MatMul input here is a multiple of 128, so the preset's group of 128 is what ships
+    assert manifest["recipe"]["group_size"] == 128 and check(tmp_path / "npu") == []
+
+    def asymmetric(model):
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=64, ratio=1.0), {}
+
+    with pytest.raises(OpenVINOExportError, match="the NPU export breaks the NPU rules: .*asymmetric INT4"):
+        export_openvino(_h128(), tmp_path / "bad", device_profile="npu", max_prompt=8, max_context=32,
+                        compress=asymmetric)  # fmt: skip
+    assert not (tmp_path / "bad").exists() and [p.name for p in tmp_path.iterdir()] == ["npu"]
