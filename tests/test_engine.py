@@ -360,3 +360,27 @@ def test_generate_chat_with_a_system_message_on_the_cli(folders):
     tok = load(tmp / "ort").tokenizer
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert json.loads(out.stdout)["prompt_token_ids"] == tok.encode(tok.apply_chat_template(messages))
+
+
+@pytest.mark.parametrize("kind", ["static", "npu"])
+def test_static_chat_reuse_equals_a_fresh_run_even_when_the_window_moves_back(folders, kind):
+    """A second prompt that extends the first reuses the cached slots; near the end of the KV
+    slots the last window moves back over written ones (static_window.plan): same tokens as a
+    fresh session either way."""
+    from qwen_edge.runtime.static_window import plan
+
+    _, tmp = folders
+    session = load(tmp / kind).session()
+    calls = []
+    cache = session.cache
+    append = cache.append
+    cache.append = lambda ids: calls.append((cache.length, len(ids))) or append(ids)
+    first = PROMPT * 4 + PROMPT[:8]  # 52 tokens
+    reply = session.generate(first, max_new_tokens=6, ignore_eos=True).token_ids
+    calls.clear()
+    second = first + reply + [7, 8, 9]  # 61 tokens; the cache holds 57: 4 new ones from slot 57 > 64 - 8
+    got = session.generate(second, max_new_tokens=2, ignore_eos=True).token_ids
+    length, n = calls[0]
+    assert length >= len(first) and n < len(second) - len(first) + 1  # only the new part was fed
+    assert any(c.start < length for c in plan(length, n, WINDOW, CAPACITY))  # the window moved back
+    assert got == load(tmp / kind).session().generate(second, max_new_tokens=2, ignore_eos=True).token_ids
