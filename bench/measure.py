@@ -68,6 +68,7 @@ class Outcome:
     stable: bool | None = None
     samples: list[dict] = field(default_factory=list)
     profile: list[dict] = field(default_factory=list)
+    pid: int = 0  # the process that measured it: a fresh one per case
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -325,7 +326,9 @@ RUNNERS: dict[str, Callable] = {
 
 def measure(case: Case, runner=None, clock=time.perf_counter) -> Outcome:
     """Run `case` here. `runner` (tests) replaces the registered one: case -> (run, encode, state)."""
-    outcome = Outcome(case.runtime, case.folder)
+    import os
+
+    outcome = Outcome(case.runtime, case.folder, pid=os.getpid())
     start = clock()
     try:
         run, encode, state = (runner or RUNNERS[case.runtime])(case)

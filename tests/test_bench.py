@@ -2,6 +2,7 @@
 runtimes, whose memory is measured, determinism, and the report."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -113,6 +114,7 @@ def test_cli_json_schema_compare_and_report(ort_folder, tmp_path):
             "2",
             "--compare",
             "--bandwidth",
+            "--profile",
             "--json",
             str(tmp_path / "b.json"),
             "--report",
@@ -144,6 +146,15 @@ def test_cli_json_schema_compare_and_report(ort_folder, tmp_path):
     # optimum-onnx cannot be installed beside this stack: skipped with a note, not a failure
     assert rows["optimum-onnx"]["status"] == "absent" and "not installed" in rows["optimum-onnx"]["note"]
     assert len(result["cases"]) == 2 * 4 and all(len(c["samples"]) == 2 for c in result["cases"] if c["status"] == "ok")
+    # rounds interleaved (every runtime once, then again), each case in a process of its own
+    order = [c["runtime"] for c in result["cases"]]
+    assert order[:4] == order[4:] and len(set(order[:4])) == 4
+    pids = [c["pid"] for c in result["cases"] if c["status"] == "ok"]
+    assert len(pids) == len(set(pids)) >= 4 and os.getpid() not in pids
+    # --profile: ours' top operators, as shares of the measured time
+    profile = ours["profile"]
+    assert profile and all(0 < op["share"] <= 1 for op in profile) and sum(op["share"] for op in profile) <= 1 + 1e-6
+    assert "top op" in out.stdout
     ceiling = result["bandwidth"]["ceilings"][str(ort_folder)]
     assert result["bandwidth"]["read_gb_s"] > 0.1
     # against the graph itself: every initializer's bytes, and a decode step reads one row of the
