@@ -25,10 +25,10 @@ def openvino_cache(budget: int = OPENVINO_CACHE_BYTES) -> Path:
     folder = root() / "openvino"
     folder.mkdir(parents=True, exist_ok=True)
     blobs = []
-    for entry in os.scandir(folder):
-        if entry.is_file(follow_symlinks=False):
-            st = entry.stat(follow_symlinks=False)
-            blobs.append((st.st_mtime, st.st_size, entry.path))
+    for where, _, names in os.walk(folder):  # one subfolder per device and compile properties
+        for name in names:
+            st = os.stat(os.path.join(where, name), follow_symlinks=False)
+            blobs.append((st.st_mtime, st.st_size, os.path.join(where, name)))
     kept = 0
     for _, size, path in sorted(blobs, reverse=True):
         kept += size

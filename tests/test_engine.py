@@ -302,14 +302,14 @@ def test_openvino_model_cache_by_default_and_warm_up(folders, tmp_path, monkeypa
     _, tmp = folders
     blobs = tmp_path / "cache" / "openvino"
     cold = Engine.load(tmp / "openvino", config=EXACT, cache_dir=False)
-    assert not blobs.exists() or not any(blobs.iterdir())
+    assert not blobs.exists() or not any(blobs.rglob("*.blob"))
     want = cold.generate(PROMPT, max_new_tokens=8, ignore_eos=True).token_ids
     warm = Engine.load(tmp / "openvino", config=EXACT, warm_up=True)
-    assert [p.suffix for p in blobs.iterdir()] == [".blob"]
+    assert [p.suffix for p in blobs.rglob("*.*")] == [".blob"]
     assert warm.generate(PROMPT, max_new_tokens=8, ignore_eos=True).token_ids == want
     ort = Engine.load(tmp / "ort", warm_up=True)  # ONNX Runtime folders warm up too, and cache nothing
     assert ort.generate(PROMPT, max_new_tokens=4, ignore_eos=True).token_ids == torch_greedy(folders[0], PROMPT, 4)
-    assert len(list(blobs.iterdir())) == 1
+    assert len(list(blobs.rglob("*.blob"))) == 1
 
 
 def test_openvino_cache_is_kept_to_its_budget(tmp_path, monkeypatch):
@@ -384,3 +384,15 @@ def test_static_chat_reuse_equals_a_fresh_run_even_when_the_window_moves_back(fo
     assert length >= len(first) and n < len(second) - len(first) + 1  # only the new part was fed
     assert any(c.start < length for c in plan(length, n, WINDOW, CAPACITY))  # the window moved back
     assert got == load(tmp / kind).session().generate(second, max_new_tokens=2, ignore_eos=True).token_ids
+
+
+def test_a_cached_blob_is_never_reused_under_other_compile_properties(folders, tmp_path):
+    """OpenVINO's cache key leaves INFERENCE_PRECISION_HINT out: an f32 blob reused by a default
+    load gave NaN logits. Each set of properties now has a cache folder of its own."""
+    _, tmp = folders
+    cache = tmp_path / "blobs"
+    want = Engine.load(tmp / "openvino-stateless", cache_dir=False).step().prefill(PROMPT)
+    Engine.load(tmp / "openvino-stateless", config=EXACT, cache_dir=cache).step().prefill(PROMPT)
+    got = Engine.load(tmp / "openvino-stateless", cache_dir=cache).step().prefill(PROMPT)
+    assert not np.isnan(got).any() and np.array_equal(got, want)
+    assert len([p for p in cache.rglob("*.blob")]) == 2
