@@ -41,14 +41,23 @@ def node_test(script: str, passed: int, **env) -> None:
 
 
 def test_js_tokenizer_matches_python(shared_tokenizer, wikitext_lines, tmp_path):
+    """The app's tokenizer encodes as ours does, and its chat template (the same jinja through
+    @huggingface/jinja) renders conversations exactly as our apply_chat_template."""
     from qwen_edge.runtime.tokenizer import Tokenizer
 
     tok = Tokenizer(shared_tokenizer)
     texts = MIXED + wikitext_lines[:300]
     cases = [[t, tok.encode(t)] for t in texts]
+    chats = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Write fib in Python."}],
+        [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "再"}],
+    ]
+    rendered = [[chat, tok.apply_chat_template(chat)] for chat in chats]
     spec = tmp_path / "cases.json"
-    spec.write_text(json.dumps({"tokenizer": str(shared_tokenizer / "tokenizer.json"), "cases": cases}))
-    node_test("test/tokenizer.test.mjs", passed=2, QWEN_EDGE_TOKENIZER_CASES=str(spec))
+    template = {"template": tok.chat_template, "eos_token": tok.eos_token, "chats": rendered}
+    spec.write_text(json.dumps({"tokenizer": str(shared_tokenizer / "tokenizer.json"), "cases": cases, **template}))
+    node_test("test/tokenizer.test.mjs", passed=3, QWEN_EDGE_TOKENIZER_CASES=str(spec))
 
 
 def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { Template } from "@huggingface/jinja";
+
 import { Tokenizer } from "../src/tokenizer.js";
 
 const spec = process.env.QWEN_EDGE_TOKENIZER_CASES;
@@ -28,4 +30,13 @@ test("special tokens are one id each and skipped when decoding", { skip: !spec &
   assert.equal(ids[0], 151644);
   assert.equal(ids.at(-1), 151645);
   assert.equal(tok.decode(ids), "user\nhi");
+});
+
+test("renders the chat template as the Python runtime does", { skip: !spec && "no cases given" }, () => {
+  const { template, eos_token: eosToken, chats } = JSON.parse(readFileSync(spec, "utf8"));
+  const jinja = new Template(template); // what the app renders with (src/app.js)
+  for (const [messages, expected] of chats) {
+    assert.equal(jinja.render({ messages, add_generation_prompt: true, eos_token: eosToken }), expected);
+  }
+  assert.ok(chats.length >= 3 && chats.some(([m]) => m[0].role === "system"));
 });
