@@ -337,7 +337,9 @@ def measure(case: Case, runner=None, clock=time.perf_counter) -> Outcome:
     except NoSource as e:
         return Outcome(case.runtime, case.folder, "absent", str(e))
     except Exception as e:  # noqa: BLE001 - a runtime that cannot load this folder is a result, not a crash
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from qwen_edge.runtime.result import first_line
+
+        text = first_line(e)
         status = "absent" if "not present on this machine" in text else "failed"
         return Outcome(case.runtime, case.folder, status, text[:300])
     outcome.load_s = clock() - start

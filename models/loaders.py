@@ -19,6 +19,7 @@ import torch
 
 from qwen_edge.runtime.json_file import read_object
 from qwen_edge.runtime.manifest import sha256_file
+from qwen_edge.runtime.result import first_line
 
 from . import fetch, gguf_file, safetensors_file, shapes
 from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, sanitize
@@ -83,17 +84,13 @@ def tokenizer_folder(where: str | Path, cfg: Qwen2Config) -> Path:
     try:
         size = Backend.from_file(str(folder / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
     except Exception as e:  # tokenizers raises its own Exception type on a malformed file
-        raise ModelSourceError(f"{folder / 'tokenizer.json'} is not a readable tokenizer ({_first_line(e)})") from None
+        raise ModelSourceError(f"{folder / 'tokenizer.json'} is not a readable tokenizer ({first_line(e)})") from None
     if size > cfg.vocab_size:
         raise ModelSourceError(
             f"the tokenizer in {folder} has {size} tokens, more than the model's {cfg.vocab_size}: "
             "give the tokenizer this model was trained with"
         )
     return folder
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _load(src: str, dtype: torch.dtype, seed: int) -> Loaded:

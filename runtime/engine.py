@@ -28,7 +28,7 @@ from .backend import Backend
 from .chat import Chat
 from .generate import Sampling, generate
 from .manifest import Manifest
-from .result import EngineError, Result
+from .result import EngineError, Result, first_line
 from .speculative import PromptLookup
 from .streaming import TextStreamer
 from .tokenizer import Tokenizer
@@ -95,11 +95,11 @@ class Engine:
         except manifest_file.ManifestError as e:
             raise EngineError(str(e)) from None
         except (RuntimeError, OSError) as e:
-            raise EngineError(f"{folder}: cannot load on {wanted} {device}: {_first_line(e)}") from None
+            raise EngineError(f"{folder}: cannot load on {wanted} {device}: {first_line(e)}") from None
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise EngineError(
                 f"{folder}: manifest.json does not describe the model in this folder ({type(e).__name__}: "
-                f"{_first_line(e)}); re-export the folder"
+                f"{first_line(e)}); re-export the folder"
             ) from None
         listed = manifest.files
         tokenizer = Tokenizer(folder, listed) if "tokenizer.json" in listed else None  # ids-only folders
@@ -304,11 +304,6 @@ def _check_text(text: str) -> None:
         raise EngineError(
             f"the prompt is not valid UTF-8 text (character {e.start}): pass UTF-8 encoded text"
         ) from None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -11,6 +11,12 @@ class EngineError(ValueError):
     """The folder, backend or device cannot be run as asked."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages run to pages), else its type."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 @dataclass
 class Result:
     text: str
