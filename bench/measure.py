@@ -9,7 +9,9 @@ stamps: TTFT, per-token decode latency (TPOT), decode and prefill tokens/s. The 
 run once more at the end: its output hash must not change (a benchmark that changes its own
 output is broken: `stable`).
 
-Runtimes: `ours` (qwen_edge.runtime on any folder), `llm-pipeline` (openvino_genai), `optimum-intel`
+Runtimes: `ours` (qwen_edge.runtime on any folder), `ours-lookup` (the same with prompt-lookup
+speculative decoding: the same greedy tokens, checked; faster where the text repeats its prompt),
+`llm-pipeline` (openvino_genai), `optimum-intel`
 (OVModelForCausalLM) on OpenVINO folders, `ort-genai` (onnxruntime_genai) on `ort` folders, and
 `optimum-onnx` (ORTModelForCausalLM) on ONNX folders, and `llama.cpp` (llama-cpp-python) on the GGUF
 a folder was exported from: the file a llama.cpp user would run. A runtime that is not installed,
@@ -176,6 +178,30 @@ def _ours(case: Case):
     return run, engine.tokenizer.encode, state
 
 
+def _ours_lookup(case: Case):
+    """Ours with prompt lookup: tokens come in bursts (several checked in one forward), each
+    stamped when the session hands it out."""
+    from qwen_edge.runtime.engine import Engine
+    from qwen_edge.runtime.result import Result
+    from qwen_edge.runtime.speculative import PromptLookup
+
+    engine = Engine.load(case.folder, device=case.device, speculative=True)
+    state = {"engine": engine}
+
+    def run(ids, n):
+        result, stamps = Result("", [], []), []
+        start = time.perf_counter()
+        stream = engine.session().stream(ids, max_new_tokens=n, ignore_eos=True, result=result,
+                                         speculative=PromptLookup())  # fmt: skip
+        for _ in stream:
+            stamps += [time.perf_counter()] * (len(result.token_ids) - len(stamps))
+        stamps += [time.perf_counter()] * (len(result.token_ids) - len(stamps))
+        state["extra"] = {"drafted": result.stats.drafted, "accepted": result.stats.accepted}
+        return result.token_ids, start, stamps
+
+    return run, engine.tokenizer.encode, state
+
+
 class TimedStep:
     """A Step that adds up the time spent inside the backend's decode calls."""
 
@@ -312,6 +338,7 @@ def _llama_cpp(case: Case):
 
 
 RUNNERS: dict[str, Callable] = {
+    "ours-lookup": _ours_lookup,
     "llama.cpp": _llama_cpp,
     "ours": _ours,
     "llm-pipeline": _llm_pipeline,

@@ -21,8 +21,13 @@ def configure_parser(p) -> None:
     p.add_argument("--compare", action="store_true", help="also the ecosystem runtimes installed here")
     p.add_argument(
         "--runtimes",
-        help="only these (comma-separated: ours, llm-pipeline, optimum-intel, ort-genai, optimum-onnx, llama.cpp)",
+        help="only these (comma-separated: ours, ours-lookup, llm-pipeline, optimum-intel, ort-genai, "
+        "optimum-onnx, llama.cpp)",
     )
+    p.add_argument(
+        "--prompt-lookup", action="store_true",
+        help="also ours with prompt-lookup speculative decoding (runtime ours-lookup; same greedy tokens)",
+    )  # fmt: skip
     p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
     p.add_argument("--profile", action="store_true", help="top operators by time (ours)")
     p.add_argument("--device", default="CPU")
@@ -51,6 +56,7 @@ def run(
     json_path: str | None = None,
     report: str | None = None,
     fmt: str = "table",
+    prompt_lookup: bool = False,
 ) -> dict:
     import json
     from pathlib import Path
@@ -76,7 +82,9 @@ def run(
             manifest = read(folder)
         except ManifestError as e:
             raise EngineError(str(e)) from None
-        runtimes = bench.RUNTIMES_FOR[manifest.format] if compare else ("ours",)
+        runtimes = list(bench.RUNTIMES_FOR[manifest.format] if compare else ("ours",))
+        if prompt_lookup and manifest.graph != "static":  # guesses are checked in one forward: dynamic graphs
+            runtimes.insert(1, "ours-lookup")
         if manifest.graph not in ("ort", "stateful"):  # genai runtimes need these layouts
             runtimes = [r for r in runtimes if r not in ("ort-genai", "llm-pipeline")]
         if only:

@@ -235,3 +235,19 @@ def test_report_of_one_round_and_one_length(tmp_path):
     write_report(_result(runs=1), tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "1 round, each" in md and "| TTFT ms |" in md
+
+
+def test_prompt_lookup_is_measured_beside_plain_decoding_with_the_same_tokens(ort_folder, capsys):
+    from qwen_edge.cli.bench import run
+
+    result = run([str(ort_folder)], prompt_lengths="8,16", new_tokens="12", runs=1, prompt_lookup=True,
+                 text=None)  # fmt: skip
+    rows = {r["runtime"]: r for r in result["rows"]}
+    assert set(rows) == {"ours", "ours-lookup"} and all(r["status"] == "ok" for r in rows.values())
+    cases = {c["runtime"]: c for c in result["cases"]}
+    plain, lookup = cases["ours"]["samples"], cases["ours-lookup"]["samples"]
+    # the same prompts, the same greedy tokens: speculation changes the speed, never the text
+    assert [s["output_sha"] for s in lookup] == [s["output_sha"] for s in plain] and len(plain) == 2
+    assert all(s["new_tokens"] == 12 and len(s["tpot_s"]) == 11 for s in lookup)
+    assert all(0 <= s["accepted"] <= s["drafted"] for s in lookup)
+    assert "ours / ours-lookup" in capsys.readouterr().out
