@@ -176,7 +176,7 @@ class Session:
         if isinstance(prompt, str):
             _check_text(prompt)
         ids = tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-        if any(not 0 <= t < tokenizer.vocab_size for t in ids):
+        if ids and not (0 <= min(ids) and max(ids) < tokenizer.vocab_size):
             raise EngineError(f"a prompt token id is outside the vocabulary (0 to {tokenizer.vocab_size - 1})")
         if not ids:
             raise EngineError("the prompt is empty: give at least one token")

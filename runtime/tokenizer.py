@@ -43,6 +43,9 @@ class Tokenizer:
         if self.eos_token is not None and self.token_to_id(self.eos_token) is not None:
             eos.append(self.token_to_id(self.eos_token))
         self.eos_token_ids = tuple(dict.fromkeys(eos))
+        # Read once: tokenizers rebuilds its vocabulary to count it (60 ms for Qwen's 151 k tokens),
+        # and a per-token check of prompt ids cost 15 s on a 256-token prompt.
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -52,10 +55,6 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """Render messages exactly as transformers does (same jinja2 settings and helpers)."""
