@@ -94,7 +94,7 @@ def run(
             runtimes = [r for r in runtimes if r != "llama.cpp" or gguf not in ggufs]
             ggufs.add(gguf)
         for runtime in runtimes:
-            limit = _limit(manifest, runtime) - new_tokens
+            limit = manifest.max_context - new_tokens  # the same limit in every runtime
             fits = [n for n in lengths if n <= limit]
             if not fits:
                 raise EngineError(f"{folder}: no prompt length fits {runtime}'s {limit + new_tokens} positions")
@@ -130,11 +130,6 @@ def run(
         write_report(result, Path(report))
         print(f"report: {Path(report) / 'report.md'}")
     return result
-
-
-def _limit(manifest: dict, runtime: str = "ours") -> int:
-    """Most positions every runtime gives this folder (the export's --max-context)."""
-    return manifest.max_context or 32768
 
 
 def _collect(plans, outcomes) -> dict:

@@ -111,14 +111,12 @@ class _Served:
 
     def __init__(self, folder: str, manifest, exact: bool, device: str = "CPU", threads: int | None = None,
                  cache_dir=None, **_):  # fmt: skip
-        from qwen_edge.runtime import user_cache
         from qwen_edge.runtime.openvino_backend import EXACT, compile_cache
         from qwen_edge.runtime.tokenizer import Tokenizer
 
         self.folder, self.device = Path(folder), device
         self.properties = {**(EXACT if exact else {}), **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         if cache_dir is not False:
-            root = cache_dir or user_cache.openvino_cache()
-            self.properties["CACHE_DIR"] = str(compile_cache(root, device, self.properties))
+            self.properties["CACHE_DIR"] = compile_cache(cache_dir, device, self.properties)
         self.tokenizer = Tokenizer(self.folder, manifest.files) if "tokenizer.json" in manifest.files else None
-        self.capacity = manifest.max_context or 32768
+        self.capacity = manifest.max_context

@@ -77,7 +77,7 @@ def load(
     device: str = "CPU",
     threads: int | None = None,
     config: dict | None = None,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None | bool = False,
     profile: bool = False,
     all_logits: bool = False,
     exact: bool = False,
@@ -86,7 +86,8 @@ def load(
     a folder with no manifest.json but an OpenVINO IR — optimum-cli's — is read as a stateful IR).
     `all_logits`: caches return every position's logits (evaluation), not only the last. `exact`:
     compute in f32 where the backend would lower precision by default (OpenVINO's CPU plugin: bf16
-    compute and a u8 KV cache), so scores measure the weights; ONNX Runtime's CPU graphs are f32."""
+    compute and a u8 KV cache), so scores measure the weights; ONNX Runtime's CPU graphs are f32.
+    `cache_dir` (OpenVINO's compiled models): False none, None the user cache, or a folder."""
     from .manifest import ManifestError, read
 
     folder = Path(folder)

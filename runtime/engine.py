@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import backend as backends
 from . import manifest as manifest_file
-from . import speculative, user_cache
+from . import speculative
 from .backend import Backend
 from .chat import Chat
 from .generate import Sampling, generate
@@ -86,12 +86,8 @@ class Engine:
         wanted = backends.BACKENDS[manifest.format][0]
         if backend not in ("auto", wanted):
             raise EngineError(f"{folder} is an {manifest.format} export: it runs on --backend {wanted}, not {backend}")
-        if cache_dir is None and manifest.format == "openvino":
-            cache_dir = user_cache.openvino_cache()
         try:
-            model = backends.load(
-                folder, manifest, device, threads, config, cache_dir or None, profile, all_logits=speculative
-            )
+            model = backends.load(folder, manifest, device, threads, config, cache_dir, profile, all_logits=speculative)
         except manifest_file.ManifestError as e:
             raise EngineError(str(e)) from None
         except (RuntimeError, OSError) as e:

@@ -166,12 +166,13 @@ class Manifest:
         return self.config.get("max_position_embeddings")
 
     @property
-    def max_context(self) -> int | None:
+    def max_context(self) -> int:
         """The longest sequence (prompt + reply) this folder serves, in every runtime: the export's
-        --max-context (static KV slots; onnxruntime-genai's max_length), else the model's positions.
-        (`genai_max_length`: the same setting in folders exported before it had one name.)"""
+        --max-context (static KV slots; onnxruntime-genai's max_length), else the model's positions,
+        else 32768 (a foreign IR without a config). (`genai_max_length`: the same setting in folders
+        exported before it had one name.)"""
         shapes = self.shapes or {}
-        return shapes.get("max_context") or shapes.get("genai_max_length") or self.max_positions
+        return shapes.get("max_context") or shapes.get("genai_max_length") or self.max_positions or 32768
 
 
 def _regular_file(folder: Path, name: str) -> os.stat_result:

@@ -88,7 +88,7 @@ class OnnxModel:
         first = inputs[self.past[0]]
         self.kv_dtype = np.float16 if "float16" in first.type else np.float32
         self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
-        self.capacity = manifest.max_context or 32768
+        self.capacity = manifest.max_context
         if self.graph == "static":
             shapes = manifest.shapes
             self.window, self.capacity = shapes["max_prompt"], shapes["max_context"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import static_window
+from . import static_window, user_cache
 from .backend import forward_each, ranked
 from .manifest import Manifest, listed
 
@@ -59,8 +59,8 @@ class OpenVINOModel:
         if exact:
             options.update(EXACT)
         options.update(config or {})
-        if cache_dir:
-            options["CACHE_DIR"] = str(compile_cache(cache_dir, device, options))
+        if cache_dir is not False:
+            options["CACHE_DIR"] = compile_cache(cache_dir, device, options)
         present = {d.split(".")[0] for d in self.core.available_devices}
         if device.split(".")[0] not in present and not device.startswith(("AUTO", "HETERO", "MULTI")):
             raise RuntimeError(
@@ -98,7 +98,7 @@ class OpenVINOModel:
             if not all_logits:
                 _logits_of_last_position(model)
             self.compiled = self.core.compile_model(model, device, options)
-            self.capacity = manifest.max_context or 32768
+            self.capacity = manifest.max_context
 
     def new_cache(self):
         if self.static:
@@ -150,16 +150,17 @@ class OpenVINOModel:
         return static_window.StaticWindowCache(self.window, self.capacity, buffers, runner, copy)
 
 
-def compile_cache(root, device: str, options: dict) -> Path:
-    """A CACHE_DIR of its own per device and compile properties. OpenVINO's cache key leaves some
-    properties out: a blob compiled with INFERENCE_PRECISION_HINT=f32 was reused by a load without
-    it and gave NaN logits (OpenVINO 2026.4, CPU; tests/test_engine.py keeps the case)."""
+def compile_cache(root, device: str, options: dict) -> str:
+    """The CACHE_DIR for compiling with `options` on `device`: under `root` (None: the user cache,
+    runtime/user_cache.py), one folder per device and compile properties. OpenVINO's cache key
+    leaves some properties out: a blob compiled with INFERENCE_PRECISION_HINT=f32 was reused by a
+    load without it and gave NaN logits (OpenVINO 2026.4, CPU; tests/test_engine.py keeps the case)."""
     import hashlib
     import json
 
     wanted = {k: str(v) for k, v in options.items() if k != "CACHE_DIR"}
     key = hashlib.sha256(json.dumps([device, wanted], sort_keys=True).encode()).hexdigest()[:16]
-    return Path(root) / key
+    return str(Path(root or user_cache.openvino_cache()) / key)
 
 
 def _logits_of_last_position(model) -> None:
