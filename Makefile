@@ -9,6 +9,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt android_demo/package-lock.json | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 CHROMIUM := 150.0.7871.100-1~deb12u1
+X11_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-xinerama0 libxkbcommon-x11-0 fonts-dejavu-core
 # pip.conf here lists local index folders that lack most packages: hide that noise, keep errors.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -36,6 +37,10 @@ $(STAMP): pyproject.toml constraints.txt android_demo/package-lock.json
 		&& { apt-get update -q >/dev/null; apt-get install -y -q chromium=$(CHROMIUM) >/dev/null 2>&1 \
 			|| apt-get install -y -q chromium >/dev/null; } \
 		|| echo "install: no /usr/bin/chromium (needs root and apt): the browser test will fail"; }
+	@# A virtual screen and the X libraries Qt's xcb plugin loads, for the desktop app's window test.
+	@dpkg -s $(X11_PACKAGES) >/dev/null 2>&1 || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { apt-get update -q >/dev/null; apt-get install -y -q $(X11_PACKAGES) >/dev/null; } \
+		|| echo "install: no Xvfb / X libraries (needs root and apt): the desktop window test will fail"; }
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "install: ok ($(VENV))"
 

@@ -21,6 +21,19 @@ COMMANDS = {
     "bench": "qwen_edge.cli.bench",
     "serve": "qwen_edge.cli.serve",
     "serve-demo": "qwen_edge.cli.serve_demo",
+    "desktop": "qwen_edge.cli.desktop",
+}
+
+# A package a command imports -> the extra that installs it (the bare install is the runtime on
+# ONNX Runtime; see pyproject.toml).
+EXTRAS = {
+    **dict.fromkeys(("torch", "transformers", "safetensors", "gguf", "accelerate", "onnx", "onnxscript", "nncf",
+                     "openvino_tokenizers", "psutil"), "export"),  # fmt: skip
+    "openvino": "openvino",
+    **dict.fromkeys(("starlette", "uvicorn", "sse_starlette"), "serve"),
+    **dict.fromkeys(("PySide6", "shiboken6"), "desktop"),
+    "matplotlib": "bench",
+    **dict.fromkeys(("openvino_genai", "onnxruntime_genai", "optimum"), "dev"),
 }
 
 
@@ -70,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
     try:
         status = run(**args)
+    except ModuleNotFoundError as e:  # a command whose extra is not installed: say which
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None or verbose:
+            raise
+        print(f"qwen-edge {command}: error: {e.name} is not installed: pip install 'qwen-edge[{extra}]'", file=sys.stderr)
+        return 2
     except Exception as e:
         # Our own exception types carry a message written for the user: one line, no traceback.
         # Anything else is a bug and keeps its traceback.

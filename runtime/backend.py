@@ -98,9 +98,24 @@ def load(
             manifest = read(folder)
     if manifest.format not in BACKENDS:
         raise ManifestError(f"{folder}: no backend runs {manifest.format!r} folders")
-    _, module, cls = BACKENDS[manifest.format]
-    model = getattr(importlib.import_module(module), cls)
-    return model(folder, manifest, device, threads, config or {}, cache_dir, profile, all_logits, exact)
+    name, module, cls = BACKENDS[manifest.format]
+    try:
+        model = getattr(importlib.import_module(module), cls)
+        return model(folder, manifest, device, threads, config or {}, cache_dir, profile, all_logits, exact)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != name:
+            raise
+        raise MissingPackage(f"{folder} is an {manifest.format} export and {INSTALL[name]}") from None
+
+
+class MissingPackage(ImportError):
+    """The backend a folder needs is not installed (the bare install has ONNX Runtime only)."""
+
+
+INSTALL = {
+    "openvino": "OpenVINO is not installed: pip install 'qwen-edge[openvino]'",
+    "onnxruntime": "ONNX Runtime is not installed: pip install onnxruntime",
+}
 
 
 def forward_each(caches: Sequence[KVCache], ids: Sequence[Sequence[int]]) -> list[np.ndarray]:

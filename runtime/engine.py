@@ -88,7 +88,7 @@ class Engine:
             raise EngineError(f"{folder} is an {manifest.format} export: it runs on --backend {wanted}, not {backend}")
         try:
             model = backends.load(folder, manifest, device, threads, config, cache_dir, profile, all_logits=speculative)
-        except manifest_file.ManifestError as e:
+        except (manifest_file.ManifestError, backends.MissingPackage) as e:
             raise EngineError(str(e)) from None
         except (RuntimeError, OSError) as e:
             raise EngineError(f"{folder}: cannot load on {wanted} {device}: {first_line(e)}") from None
