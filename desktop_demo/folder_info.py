@@ -22,7 +22,8 @@ class FolderInfo:
 
     @property
     def summary(self) -> str:
-        return f"{BACKEND_LABEL[self.format]} · {self.graph} · {self.precision.upper()} · {self.size_bytes / 1e9:.2f} GB"
+        size = f"{self.size_bytes / 1e9:.2f} GB" if self.size_bytes >= 1e9 else f"{self.size_bytes / 1e6:.0f} MB"
+        return f"{BACKEND_LABEL[self.format]} · {self.graph} · {self.precision.upper()} · {size}"
 
 
 def describe(folder: str | Path) -> FolderInfo:

@@ -4,10 +4,10 @@ worker's thread; this thread only draws, so the window answers while a reply str
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSettings, Qt, QThread, Signal
-from PySide6.QtGui import QTextDocument
+from PySide6.QtCore import QEvent, QSettings, Qt, QThread, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QPlainTextEdit,
     QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
@@ -15,11 +15,12 @@ from PySide6.QtWidgets import (
 
 from qwen_edge.runtime import EngineError
 
+from .bubble import Bubble
 from .folder_info import BACKEND_LABEL, FolderInfo, describe, devices
 from .worker import ChatWorker
 
 log = logging.getLogger(__name__)
-BUBBLE_PADDING = 2 * 13 + 2 + 8  # the stylesheet's padding and border, and a margin
+RENDER_MS = 33  # a streamed reply is redrawn at most ~30 times a second
 
 STYLE = """
 QMainWindow, #central { background: #f5f6f8; }
@@ -27,9 +28,8 @@ QMainWindow, #central { background: #f5f6f8; }
 #modelName { font-size: 15px; font-weight: 600; color: #1f2328; }
 #modelDetails { color: #57606a; }
 #transcript, #messages { background: #f5f6f8; border: none; }
-QLabel[role="user"] { background: #2f6fde; color: white; border-radius: 12px; padding: 9px 13px; }
-QLabel[role="assistant"] { background: #ffffff; color: #1f2328; border: 1px solid #dde1e6;
-                           border-radius: 12px; padding: 9px 13px; }
+QTextBrowser[role="user"] { background: #2f6fde; color: white; border-radius: 12px; }
+QTextBrowser[role="assistant"] { background: #ffffff; color: #1f2328; border: 1px solid #dde1e6; border-radius: 12px; }
 QLabel[role="stats"] { color: #6e7781; font-size: 11px; padding-left: 6px; }
 #empty { color: #8c959f; font-size: 14px; }
 #error { background: #ffebe9; color: #a40e26; border: 1px solid #ffcecb; border-radius: 6px; padding: 6px 10px; }
@@ -55,8 +55,13 @@ class ChatWindow(QMainWindow):
         self.info: FolderInfo | None = None
         self.generating = False
         self.ready = False
-        self.reply: QLabel | None = None  # the assistant bubble being streamed into
+        self.reply: Bubble | None = None  # the assistant bubble being streamed into
+        self.rendered_chars = 0  # how much of reply_text the bubble shows
         self.reply_text = ""
+        self.asked = ""  # the user turn being answered
+        self.render_timer = QTimer(self, singleShot=True)
+        self.render_timer.timeout.connect(self._render)
+        self.rendered_at = 0.0
         self.setWindowTitle("qwen-edge chat")
         self.resize(920, 700)
         self.setStyleSheet(STYLE)
@@ -68,7 +73,7 @@ class ChatWindow(QMainWindow):
         self.request_send.connect(self.worker.send)
         self.request_new_chat.connect(self.worker.new_chat)
         self.worker.loaded.connect(self._on_loaded)
-        self.worker.piece.connect(self._on_piece)
+        self.worker.streamed.connect(self._on_streamed)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.thread_.start()
@@ -167,7 +172,8 @@ class ChatWindow(QMainWindow):
             return
         self.info = info
         self.model_name.setText(info.name)
-        self.model_details.setText(f"{info.summary} · {info.folder}")
+        self.model_details.setText(f"{info.summary} · {info.folder.name}")
+        self.model_details.setToolTip(str(info.folder))  # a long path would widen the window past the screen
         here = devices(info.format)
         self.device.clear()
         self.device.addItems(here)
@@ -196,9 +202,10 @@ class ChatWindow(QMainWindow):
         self._show_error("")
         self.prompt.clear()
         self.empty.hide()
+        self.asked = text
         self._add_bubble(text, "user")
-        self.reply_text = ""
-        self.reply = self._add_bubble("…", "assistant")
+        self.reply_text, self.rendered_chars = "", 0
+        self.reply = self._add_bubble("", "assistant")
         self.generating = True
         self._sync_buttons()
         sampling = {"max_new_tokens": self.max_tokens.value(), "temperature": round(self.temperature.value(), 3),
@@ -218,16 +225,26 @@ class ChatWindow(QMainWindow):
         log.info("ready: %s on %s, loaded in %.2f s", self.info.name, where, seconds)
         self.prompt.setFocus()
 
-    def _on_piece(self, piece: str) -> None:
-        self.reply_text += piece
-        if self.reply is not None:
-            self.reply.setText(self.reply_text)
-            if self.reply.minimumWidth() < self.reply.maximumWidth():
-                _fit(self.reply)
+    def _on_streamed(self) -> None:
+        self.reply_text += self.worker.take()
+        if not self.render_timer.isActive():  # redraw at most every RENDER_MS, however fast tokens come
+            self.render_timer.start(max(0, RENDER_MS - int((time.perf_counter() - self.rendered_at) * 1000)))
+
+    def _render(self) -> None:
+        self.render_timer.stop()
+        self.rendered_at = time.perf_counter()
+        if self.reply is not None and len(self.reply_text) > self.rendered_chars:
+            self.reply.stream(self.reply_text[self.rendered_chars :])
+            self.rendered_chars = len(self.reply_text)
+
+    def _flush(self) -> None:
+        self.reply_text += self.worker.take()
+        self._render()
 
     def _on_finished(self, stats: dict) -> None:
-        if self.reply is not None and not self.reply_text:
-            self.reply.setText("(no text)")
+        self._flush()
+        if self.reply is not None:
+            self.reply.finish(self.reply_text or "*(no text)*")
         line = (f"TTFT {stats['ttft_s']:.2f} s · {stats['tokens_per_s']:.1f} tok/s · {stats['new_tokens']} tokens"
                 f" · {stats['reused_tokens']} of {stats['prompt_tokens']} prompt tokens from the cache")  # fmt: skip
         if stats["stopped_by"] == "cancelled":
@@ -238,8 +255,12 @@ class ChatWindow(QMainWindow):
     def _on_failed(self, message: str) -> None:
         self._show_error(message)
         if self.generating:
-            if self.reply is not None and not self.reply_text:
-                self.reply.setText("(no reply)")
+            self._flush()
+            if self.reply_text:  # failed mid-reply: keep what came
+                self.reply.finish(self.reply_text)
+            else:  # refused before a token (over the context): the turn never joined the chat
+                self._drop_last_rows(2)
+                self.prompt.setPlainText(self.asked)
             self._end_reply()
         elif not self.ready:
             self._set_status("No model loaded.")
@@ -264,45 +285,47 @@ class ChatWindow(QMainWindow):
         self._sync_buttons()
         self.prompt.setFocus()
 
-    def _add_bubble(self, text: str, role: str) -> QLabel:
-        # A row with a stretch on the far side, not an aligned item: an aligned word-wrapped label
-        # gets no height-for-width and is cut off as its text grows.
+    def _add_bubble(self, text: str, role: str) -> Bubble:
+        # A row with a stretch on the far side: the bubble keeps the width of its text.
         row = QWidget()
         line = QHBoxLayout(row)
         line.setContentsMargins(0, 0, 0, 0)
-        label = self._label(text, role)
-        label.setMaximumWidth(int(self.scroll.viewport().width() * 0.8))
-        _fit(label)
+        bubble = Bubble(role, text, self._bubble_width())
         if role == "user":
             line.addStretch(1)
-        line.addWidget(label)
+        line.addWidget(bubble)
         if role != "user":
             line.addStretch(1)
         self.messages.insertWidget(self.messages.count() - 1, row)
-        return label
+        return bubble
+
+    def _bubble_width(self) -> int:
+        return int(self.scroll.viewport().width() * 0.8)
 
     def _add_label(self, text: str, role: str) -> QLabel:
-        label = self._label(text, role)
+        label = QLabel(text)
+        label.setProperty("role", role)
+        label.setTextFormat(Qt.PlainText)
         self.messages.insertWidget(self.messages.count() - 1, label)
         return label
 
-    @staticmethod
-    def _label(text: str, role: str) -> QLabel:
-        label = QLabel(text)
-        label.setProperty("role", role)
-        # Replies render as Markdown (the models write code fences and lists); what the user typed
-        # is shown as typed.
-        label.setTextFormat(Qt.MarkdownText if role == "assistant" else Qt.PlainText)
-        label.setWordWrap(True)
-        label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        return label
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        for bubble in self.findChildren(Bubble):
+            bubble.set_max_width(self._bubble_width())
 
     def _clear_transcript(self) -> None:
-        while self.messages.count() > 2:  # the empty-chat hint and the stretch stay
-            item = self.messages.takeAt(1)
-            item.widget().deleteLater()
+        self._drop_last_rows(self.messages.count() - 2)  # the empty-chat hint and the stretch stay
         self.empty.show()
         self.reply, self.reply_text = None, ""
+
+    def _drop_last_rows(self, n: int) -> None:
+        for _ in range(n):
+            row = self.messages.takeAt(self.messages.count() - 2).widget()  # the stretch is last
+            row.hide()  # gone now; deleted when the event loop next runs
+            row.deleteLater()
+        if self.messages.count() == 2:
+            self.empty.show()
 
     def _follow(self, _low: int, high: int) -> None:
         self.scroll.verticalScrollBar().setValue(high)  # keep the newest text in view as it streams
@@ -341,18 +364,6 @@ class ChatWindow(QMainWindow):
         self.thread_.quit()
         self.thread_.wait(10_000)
         super().closeEvent(event)
-
-
-def _fit(label: QLabel) -> None:
-    """Widen a bubble to its longest line, up to its maximum: a word-wrapped label otherwise
-    guesses a width and breaks even a short message over two lines."""
-    doc = QTextDocument()
-    doc.setDefaultFont(label.font())
-    if label.textFormat() == Qt.MarkdownText:
-        doc.setMarkdown(label.text())
-    else:
-        doc.setPlainText(label.text())
-    label.setMinimumWidth(min(int(doc.idealWidth()) + BUBBLE_PADDING, label.maximumWidth()))
 
 
 def _spin(box, low: float, high: float, value: float, step: float):

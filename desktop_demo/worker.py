@@ -4,6 +4,7 @@ reports back through Qt signals (queued into the window's thread)."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -19,13 +20,31 @@ log = logging.getLogger(__name__)
 
 class ChatWorker(QObject):
     loaded = Signal(str, float)  # backend and device, load seconds
-    piece = Signal(str)  # reply text as it streams
+    streamed = Signal()  # new reply text waits in take()
     finished = Signal(dict)  # the reply's stats
     failed = Signal(str)  # one sentence for the window
 
     def __init__(self):
         super().__init__()
         self.chat = None
+        # Pieces wait here, and at most one `streamed` signal is queued for them: a fast model
+        # (a tiny one makes 1000 pieces a second) must not flood the window's event queue.
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> str:
+        """The reply text streamed since the last call (the window's thread calls this)."""
+        with self._lock:
+            text = "".join(self._pending)
+            self._pending.clear()
+        return text
+
+    def _push(self, piece: str) -> None:
+        with self._lock:
+            notify = not self._pending
+            self._pending.append(piece)
+        if notify:
+            self.streamed.emit()
 
     @Slot(str, str)
     def load(self, folder: str, device: str) -> None:
@@ -41,7 +60,7 @@ class ChatWorker(QObject):
             log.exception("loading %s failed", folder)
             self.failed.emit(f"cannot load {folder}: {first_line(e)}")
             return
-        self.chat = engine.chat(overflow="error")
+        self.chat = engine.chat(overflow="trim")  # a long chat drops its oldest turns rather than stop
         self.loaded.emit(f"{BACKEND_LABEL[engine.manifest.format]} {device}", engine.load_s)
 
     @Slot(str, dict)
@@ -52,7 +71,7 @@ class ChatWorker(QObject):
         cached = list(self.chat.session.tokens)
         try:
             for piece in self.chat.send(text, **sampling):
-                self.piece.emit(piece)
+                self._push(piece)
         except (EngineError, SamplingError) as e:
             self.failed.emit(str(e))
             return

@@ -33,7 +33,12 @@ class Chat:
         capacity, wanted = self.session.engine.capacity, options.get("max_new_tokens", 64)
         while capacity and len(ids) + wanted > capacity:
             turns = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
-            if self.overflow == "error" or not turns:
+            if not turns:  # nothing left to drop: the message itself is too long
+                raise EngineError(
+                    f"this message needs {len(ids)} + {wanted} tokens; this model holds {capacity}: "
+                    "shorten it or ask for fewer new tokens"
+                )
+            if self.overflow == "error":
                 raise EngineError(
                     f"the conversation needs {len(ids)} + {wanted} tokens; this model holds {capacity}: "
                     "start a new chat, ask for fewer tokens, or use overflow='trim'"

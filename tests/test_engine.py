@@ -103,6 +103,8 @@ def test_a_full_static_context_errors_or_trims_the_oldest_turn(folders):
     assert [m["content"] for m in chat.messages[:2]] == ["be brief", "and then?"]
     expected = engine.tokenizer.apply_chat_template(chat.messages[:2])
     assert reply.prompt_token_ids == engine.tokenizer.encode(expected)
+    with pytest.raises(EngineError, match=f"this message needs .* holds {CAPACITY}: shorten it"):
+        chat.ask("one more", max_new_tokens=CAPACITY)  # nothing to trim could make it fit
 
 
 def test_a_new_prompt_after_a_diverging_one_truncates_the_cache(folders):
