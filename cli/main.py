@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = EXTRAS.get((e.name or "").split(".")[0])
         if extra is None or verbose:
             raise
-        print(f"qwen-edge {command}: error: {e.name} is not installed: pip install 'qwen-edge[{extra}]'", file=sys.stderr)
+        fix = f"pip install 'qwen-edge[{extra}]'"
+        print(f"qwen-edge {command}: error: {e.name} is not installed: {fix}", file=sys.stderr)
         return 2
     except Exception as e:
         # Our own exception types carry a message written for the user: one line, no traceback.
