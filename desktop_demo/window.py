@@ -70,6 +70,7 @@ class ChatWindow(QMainWindow):
         self.rendered_chars = 0  # how much of reply_text the bubble shows
         self.reply_text = ""
         self.asked = ""  # the user turn being answered
+        self.where, self.load_s = "", 0.0  # where the model runs, and its load time
         self.render_timer = QTimer(self, singleShot=True)
         self.render_timer.timeout.connect(self._render)
         self.rendered_at = 0.0
@@ -84,6 +85,7 @@ class ChatWindow(QMainWindow):
         self.request_send.connect(self.worker.send)
         self.request_new_chat.connect(self.worker.new_chat)
         self.worker.loaded.connect(self._on_loaded)
+        self.worker.warmed.connect(self._on_warmed)
         self.worker.streamed.connect(self._on_streamed)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
@@ -231,10 +233,15 @@ class ChatWindow(QMainWindow):
 
     # ---- worker signals ------------------------------------------------------------------------
     def _on_loaded(self, where: str, seconds: float) -> None:
+        self.where, self.load_s = where, seconds
         self._set_ready(True)
-        self._set_status(f"Ready · {where} · loaded in {seconds:.1f} s")
+        self._set_status(f"Ready · {where} · loaded in {seconds:.1f} s · warming up")
         log.info("ready: %s on %s, loaded in %.2f s", self.info.name, where, seconds)
         self.prompt.setFocus()
+
+    def _on_warmed(self, seconds: float) -> None:
+        self._set_status(f"Ready · {self.where} · loaded in {self.load_s:.1f} s + {seconds:.1f} s warm-up")
+        log.info("warm: first inference done in %.2f s", seconds)
 
     def _on_streamed(self) -> None:
         self.reply_text += self.worker.take()
@@ -359,8 +366,7 @@ class ChatWindow(QMainWindow):
         self.send_button.setProperty("stopping", "true" if self.generating else "false")
         self.send_button.style().polish(self.send_button)
         self.send_button.setEnabled(self.ready)
-        self.new_button.setEnabled(self.ready)
-        self.prompt.setReadOnly(not self.ready)
+        self.new_button.setEnabled(self.ready)  # the prompt box takes typing even while the model loads
 
     def eventFilter(self, watched, event) -> bool:
         enter = event.type() == QEvent.KeyPress and event.key() in (Qt.Key_Return, Qt.Key_Enter)

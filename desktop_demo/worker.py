@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 class ChatWorker(QObject):
     loaded = Signal(str, float)  # backend and device, load seconds
+    warmed = Signal(float)  # warm-up seconds
     streamed = Signal()  # new reply text waits in take()
     finished = Signal(dict)  # the reply's stats
     failed = Signal(str)  # one sentence for the window
@@ -50,7 +51,7 @@ class ChatWorker(QObject):
     def load(self, folder: str, device: str) -> None:
         self.chat = None
         try:
-            engine = Engine.load(folder, device=device, warm_up=True)
+            engine = Engine.load(folder, device=device)
             if engine.tokenizer is None or not engine.tokenizer.chat_template:
                 raise EngineError(f"{folder} has no chat template: export an Instruct model with its tokenizer")
         except EngineError as e:
@@ -62,6 +63,14 @@ class ChatWorker(QObject):
             return
         self.chat = engine.chat(overflow="trim")  # a long chat drops its oldest turns rather than stop
         self.loaded.emit(f"{BACKEND_LABEL[engine.manifest.format]} {device}", engine.load_s)
+        # The runtime's one-time work on a first inference (OpenVINO repacks its weights: ~1 s for
+        # the 0.5B) runs now, on this thread, while the window already takes the first message: a
+        # message sent meanwhile waits for it here, so it still gets a warm model.
+        try:
+            self.warmed.emit(engine.warm_up())
+        except Exception as e:
+            log.exception("warm-up failed")
+            self.failed.emit(f"the first inference failed: {first_line(e)}")
 
     @Slot(str, dict)
     def send(self, text: str, sampling: dict) -> None:

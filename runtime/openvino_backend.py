@@ -63,6 +63,11 @@ class OpenVINOModel:
             options["CACHE_DIR"] = compile_cache(cache_dir, device, options)
         present = {d.split(".")[0] for d in self.core.available_devices}
         if device.split(".")[0] not in present and not device.startswith(("AUTO", "HETERO", "MULTI")):
+            if not present:  # a packaged app that left OpenVINO's plugin libraries behind, say
+                raise RuntimeError(
+                    f"OpenVINO found no devices at all: its plugin libraries (libopenvino_*_plugin.so) are "
+                    f"missing from {Path(ov.__file__).parent}; reinstall openvino"
+                )
             raise RuntimeError(
                 f"OpenVINO device {device} is not present on this machine (found: "
                 f"{', '.join(self.core.available_devices)}); pass --device CPU"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .generate import Stats
@@ -12,9 +13,18 @@ class EngineError(ValueError):
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (libraries' messages run to pages), else its type."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
+    """The first line of an exception's message (libraries' messages run to pages), else its type.
+    OpenVINO's start with where they were raised ("Exception from src/inference/src/cpp/core.cpp:84:",
+    "Check 'x' failed at src/…:"), one line per frame: those are skipped for the first line that says
+    what went wrong."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    said = [ln for ln in lines if not (_WHERE.match(ln) and ln.endswith(":"))]
+    if said and said[0].endswith(":"):  # "FrontEnd API failed with GeneralFailure:" introduces the cause
+        said = [ln for ln in said if not ln.endswith(":")] or said
+    return (said or lines or [type(e).__name__])[0]
+
+
+_WHERE = re.compile(r"(Exception from src/|Check '.*' failed at src/)")
 
 
 @dataclass

@@ -258,7 +258,7 @@ def test_errors_show_in_the_window_in_one_sentence(qapp, open_window, export_kin
 
 def test_the_app_starts_from_its_commands(screen, export_kinds, tmp_path):
     """`qwen-edge desktop FOLDER` and `python -m qwen_edge.desktop_demo FOLDER` open a window that
-    loads the model: each says ready in its log, then is closed."""
+    loads the model: each logs ready (it takes a message), then warm (its warm-up token), and is closed."""
     _, tmp = export_kinds
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "QWEN_EDGE_CACHE": str(tmp_path / "cache")}
     for command in (["qwen_edge.cli.main", "desktop"], ["qwen_edge.desktop_demo"]):
@@ -269,9 +269,10 @@ def test_the_app_starts_from_its_commands(screen, export_kinds, tmp_path):
             lines = []
             for line in proc.stderr:
                 lines.append(line)
-                if "ready:" in line:
+                if "warm:" in line:
                     break
             assert any("ready:" in ln and "ONNX Runtime CPU" in ln for ln in lines), "".join(lines)[-2000:]
+            assert "first inference done" in lines[-1]
         finally:
             proc.terminate()
             proc.wait(20)

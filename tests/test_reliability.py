@@ -574,3 +574,23 @@ def test_serve_demo_over_https_with_a_certificate(ort, tmp_path, capsys):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_openvino_errors_are_reported_by_their_cause_not_their_source_file():
+    """OpenVINO's messages open with one 'Exception from src/…:' line per frame; the one line a
+    user sees must be the cause (real messages from this OpenVINO)."""
+    import openvino as ov
+
+    from qwen_edge.runtime.result import first_line
+
+    causes = []
+    for call in (lambda: ov.Core().read_model("/nonexistent/model.xml"),
+                 lambda: ov.Core().get_property("NPU", "FULL_DEVICE_NAME")):  # fmt: skip
+        with pytest.raises(Exception) as raised:
+            call()
+        assert str(raised.value).startswith("Exception from src/")
+        causes.append(first_line(raised.value))
+    assert causes[0] == 'ir: Could not open the file: "/nonexistent/model.xml"'
+    assert "NPU" in causes[1] or "FULL_DEVICE_NAME" in causes[1]
+    assert first_line(RuntimeError("plain message\nmore")) == "plain message"
+    assert first_line(RuntimeError("")) == "RuntimeError"
