@@ -78,6 +78,16 @@ def _openvino_ir_frontend() -> list[str]:
     return ["--collect-binaries", "openvino", *frontend]  # the device plugins (lib*.so) and the frontend
 
 
+def _onnxruntime_library() -> list[str]:
+    """onnxruntime_genai loads onnxruntime/capi/libonnxruntime.so* itself, by path (found through
+    the onnxruntime package), so the library must sit there in the bundle too."""
+    import importlib.util
+
+    capi = Path(importlib.util.find_spec("onnxruntime").origin).parent / "capi"
+    libs = [f"--add-binary={lib}:onnxruntime/capi" for lib in capi.glob("libonnxruntime.so*")]
+    return ["--hidden-import", "onnxruntime", *libs]
+
+
 APPS = {
     # name: (entry source, folder kind, PyInstaller options)
     "ours (ONNX Runtime)": (OURS, "onnx", ["--exclude-module", "openvino", "--exclude-module", "openvino_genai",
@@ -92,7 +102,8 @@ APPS = {
                         *_openvino_ir_frontend(), "--exclude-module", "onnxruntime",
                         "--exclude-module", "onnxruntime_genai"]),  # fmt: skip
     "onnxruntime_genai": (MINIMAL.replace("{load}", LOAD["onnxruntime_genai"]), "onnx",
-                          ["--collect-all", "onnxruntime_genai", "--exclude-module", "openvino",
+                          ["--collect-all", "onnxruntime_genai", *_onnxruntime_library(),
+                           "--exclude-module", "openvino",
                            "--exclude-module", "openvino_genai"]),  # fmt: skip
 }
 
