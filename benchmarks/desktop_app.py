@@ -86,7 +86,7 @@ def window_turns(folder: str, turns: int, new: int, settings: Path) -> dict:
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)
-    results = []
+    results, whole = [], []
     for prompt in PROMPTS[:turns]:
         window.prompt.setPlainText(prompt)
         last[0] = None
@@ -95,9 +95,15 @@ def window_turns(folder: str, turns: int, new: int, settings: Path) -> dict:
         wait(lambda: not window.generating)
         timer.stop()
         r = window.worker.chat.last
-        results.append({"prompt_tokens": r.stats.prompt_tokens, "new_tokens": r.stats.new_tokens,
-                        "ttft_s": round(r.stats.ttft_s, 3), "tokens_per_s": round(r.stats.decode_tokens_per_s, 1),
-                        "chars": len(r.text)})  # fmt: skip
+        whole.append(r.prompt_token_ids)
+        results.append({"prompt_tokens": len(r.prompt_token_ids), "computed_tokens": r.stats.prompt_tokens,
+                        "new_tokens": r.stats.new_tokens, "ttft_s": round(r.stats.ttft_s, 3),
+                        "tokens_per_s": round(r.stats.decode_tokens_per_s, 1), "chars": len(r.text)})  # fmt: skip
+    # What the kept cache saved: each turn's whole prompt in a fresh session, median of 3.
+    engine = window.worker.chat.session.engine
+    for turn, prompt in zip(results, whole, strict=True):
+        ttfts = [engine.session().generate(prompt, max_new_tokens=1).stats.ttft_s for _ in range(3)]
+        turn["from_scratch_ttft_s"] = round(statistics.median(ttfts), 3)
     window.close()
     ordered = sorted(gaps)
     return {

@@ -305,3 +305,15 @@ def test_real_model_window_streams_and_stops(qapp, open_window, real_gguf):
     assert last.stopped_by == "cancelled" and last.stats.new_tokens < 512
     assert bubbles(window, "stats")[-1].endswith("stopped")
     assert screenshot(qapp, window, "real-chat.png").stat().st_size > 10_000
+
+
+def test_the_last_folder_and_device_are_remembered(qapp, open_window, export_kinds):
+    """Launched with no folder, the app opens the one used last, on the device used last."""
+    _, tmp = export_kinds
+    first = open_window(tmp / "openvino", "CPU")
+    wait_for(qapp, lambda: first.ready)
+    assert first.model_details.text().startswith("OpenVINO · stateful · ")
+    first.close()
+    again = open_window(None)  # the same settings file
+    wait_for(qapp, lambda: again.ready)
+    assert again.info.folder == (tmp / "openvino") and again.device.currentText() == "CPU"
