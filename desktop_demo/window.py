@@ -261,8 +261,10 @@ class ChatWindow(QMainWindow):
 
     def _on_finished(self, stats: dict) -> None:
         self._flush()
-        if self.reply is not None:
-            self.reply.finish(self.reply_text or "*(no text)*")
+        if self.reply is None:  # the chat was cleared (new chat, another device) while this reply ran
+            self._end_reply()
+            return
+        self.reply.finish(self.reply_text or "*(no text)*")
         line = (f"TTFT {stats['ttft_s']:.2f} s · {stats['tokens_per_s']:.1f} tok/s · {stats['new_tokens']} tokens"
                 f" · {stats['reused_tokens']} of {stats['prompt_tokens']} prompt tokens from the cache")  # fmt: skip
         if stats["stopped_by"] == "cancelled":
@@ -274,7 +276,9 @@ class ChatWindow(QMainWindow):
         self._show_error(message)
         if self.generating:
             self._flush()
-            if self.reply_text:  # failed mid-reply: keep what came
+            if self.reply is None:  # cleared meanwhile: nothing of this turn is shown
+                pass
+            elif self.reply_text:  # failed mid-reply: keep what came
                 self.reply.finish(self.reply_text)
             else:  # refused before a token (over the context): the turn never joined the chat
                 self._drop_last_rows(2)

@@ -317,3 +317,26 @@ def test_the_last_folder_and_device_are_remembered(qapp, open_window, export_kin
     again = open_window(None)  # the same settings file
     wait_for(qapp, lambda: again.ready)
     assert again.info.folder == (tmp / "openvino") and again.device.currentText() == "CPU"
+
+
+def test_new_chat_during_a_reply_leaves_nothing_of_it(qapp, open_window, export_kinds):
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    _, tmp = export_kinds
+    window = open_window(tmp / "ort", "CPU")
+    wait_for(qapp, lambda: window.ready)
+    window.temperature.setValue(0.0)
+    window.max_tokens.setValue(3500)
+    type_and_send(qapp, window, "tell me a long story")
+    wait_for(qapp, lambda: window.reply_text or not window.generating)
+    assert window.generating
+    QTest.mouseClick(window.new_button, Qt.LeftButton)
+    wait_for(qapp, lambda: not window.generating)  # the stopped reply's end arrives after the clear
+    assert bubbles(window, "user") == bubbles(window, "assistant") == bubbles(window, "stats") == []
+    assert window.empty.isVisible()
+    wait_for(qapp, lambda: window.worker.chat.messages == [])  # the reset queued behind the reply
+    window.max_tokens.setValue(4)
+    type_and_send(qapp, window, "hi")
+    wait_for(qapp, lambda: not window.generating)
+    assert bubbles(window, "user") == ["hi"] and len(bubbles(window, "stats")) == 1
