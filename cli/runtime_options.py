@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty")
-ENGINE = ("backend", "device", "threads", "cache_dir")
+ENGINE = ("backend", "device", "threads", "cache_dir", "draft")
 
 
 def add_sampling_options(p, max_new_tokens: int = 64) -> None:
@@ -34,6 +34,11 @@ def add_engine_options(p) -> None:
         "kept to 6 GB)",
     )
     p.add_argument("--no-model-cache", action="store_true", help="OpenVINO: compile on every load, keep nothing")
+    p.add_argument(
+        "--draft", metavar="FOLDER",
+        help="speculative decoding with a smaller model of the same tokenizer (e.g. Qwen2.5-0.5B for 1.5B): "
+        "its guesses are checked in one forward of the model (the same greedy text)",
+    )  # fmt: skip
 
 
 def sampling_kwargs(options: dict) -> tuple[dict, tuple[str, ...]]:
@@ -54,6 +59,10 @@ def engine_kwargs(options: dict) -> dict:
 
             raise EngineError("--cache-dir and --no-model-cache disagree: give one")
         kwargs["cache_dir"] = False
+    if options.get("draft") and options.get("prompt_lookup"):
+        from qwen_edge.runtime.result import EngineError
+
+        raise EngineError("--draft and --prompt-lookup are two ways to guess tokens: give one")
     return {**kwargs, "speculative": True} if options.get("prompt_lookup") else kwargs
 
 

@@ -86,6 +86,8 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
                          "OpenVINO IR; use --batching runtime")  # fmt: skip
     batching = ("genai" if stateful_ir else "runtime") if batching == "auto" else batching
     kwargs = engine_kwargs(options)
+    if kwargs.get("draft"):  # the batching scheduler decodes all sequences in one step; guesses are per sequence
+        raise ServeError("serve does not take --draft yet: a draft model runs in generate, chat and bench")
     if batching == "genai":
         engine = _Served(folder, manifest, exact, **kwargs)  # the pipeline warms itself up (server/ov_pipeline.py)
     else:

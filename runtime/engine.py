@@ -29,7 +29,7 @@ from .chat import Chat
 from .generate import Sampling, generate
 from .manifest import Manifest
 from .result import EngineError, Result, first_line
-from .speculative import PromptLookup
+from .speculative import DraftModel, PromptLookup
 from .streaming import TextStreamer
 from .tokenizer import Tokenizer
 
@@ -46,6 +46,7 @@ class Engine:
         self.folder, self.manifest, self.model, self.tokenizer = folder, manifest, model, tokenizer
         self.backend, self.load_s = backend, load_s
         self.speculative = False  # set by load(speculative=True): the backend returns every position's logits
+        self.draft: Engine | None = None  # set by load(draft=...): sessions guess with this model
 
     @classmethod
     def load(
@@ -60,6 +61,7 @@ class Engine:
         profile: bool = False,
         speculative: bool = False,
         warm_up: bool = False,
+        draft: str | Path | Engine | None = None,
     ) -> Engine:
         """`config`: OpenVINO compile properties, or ONNX Runtime session config entries.
         `cache_dir`: where OpenVINO keeps compiled models, so a second load skips compilation (the
@@ -73,8 +75,11 @@ class Engine:
         timing (OpenVINO performance counters, ONNX Runtime profiling), for `qwen-edge bench`.
         `speculative`: the backend returns the logits of every position it is fed, which checking
         guessed tokens needs (`session.generate(..., speculative=PromptLookup())`); a prompt's prefill
-        then also computes the vocabulary projection of every prompt position."""
+        then also computes the vocabulary projection of every prompt position.
+        `draft`: a smaller model's folder (or Engine) with the same tokenizer; every session then
+        guesses tokens with it and checks them in one forward (implies speculative)."""
         start, folder = time.perf_counter(), Path(folder)
+        speculative = speculative or draft is not None
         if backend not in BACKENDS:
             raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if threads is not None and (type(threads) is not int or threads < 1):
@@ -103,6 +108,12 @@ class Engine:
         log.debug("loaded %s on %s %s in %.2f s", folder, wanted, device, load_s)
         engine = cls(folder, manifest, model, tokenizer, wanted, load_s)
         engine.speculative = speculative
+        if draft is not None:
+            if not isinstance(draft, Engine):
+                draft = cls.load(draft, device=device, threads=threads, cache_dir=cache_dir, verify=verify)
+            engine.draft = draft
+            _check_draft(engine, engine.draft)
+            engine.load_s = time.perf_counter() - start
         if warm_up:
             engine.warm_up()
         return engine
@@ -144,6 +155,7 @@ class Session:
     def __init__(self, engine: Engine):
         self.engine, self.cache = engine, engine.model.new_cache()
         self.tokens: list[int] = []  # what the cache holds, position by position
+        self.draft = DraftModel(engine.draft.model) if engine.draft is not None else None  # its own KV cache
         self._busy = threading.Lock()
         self.cancelled = threading.Event()
 
@@ -153,11 +165,13 @@ class Session:
 
     def stream(
         self, prompt: str | Sequence[int], stop: Sequence[str] = (), result: Result | None = None,
-        speculative: PromptLookup | None = None, **options,
+        speculative: PromptLookup | DraftModel | None = None, **options,
     ) -> Iterator[str]:  # fmt: skip
         """Text pieces as they are generated (whole characters only); fills `result` if given.
-        `speculative`: guess tokens by prompt lookup and check them in one forward (an engine
-        loaded with speculative=True)."""
+        `speculative`: guess tokens by prompt lookup (or a draft model) and check them in one
+        forward (an engine loaded with speculative=True); by default the engine's draft model, if
+        it was loaded with one."""
+        speculative = speculative if speculative is not None else self.draft
         if speculative is not None and not self.engine.speculative:
             raise EngineError(
                 "prompt lookup needs every position's logits: load with Engine.load(folder, speculative=True)"
@@ -186,7 +200,7 @@ class Session:
             self._busy.release()
 
     def _run(self, ids: list[int], sampling: Sampling, stop: tuple[str, ...], result: Result,
-             lookup: PromptLookup | None = None) -> Iterator[str]:  # fmt: skip
+             lookup: PromptLookup | DraftModel | None = None) -> Iterator[str]:  # fmt: skip
         keep = common_prefix(self.tokens, ids)
         if keep == len(ids):  # the whole prompt is cached: recompute its last token for fresh logits
             keep -= 1
@@ -291,6 +305,17 @@ class _Verifier(_Appender):
     def trim(self, n: int) -> None:
         self.session.cache.trim(n)
         del self.session.tokens[n:]
+
+
+def _check_draft(engine: Engine, draft: Engine) -> None:
+    """A draft's guesses are token ids: it must share the target's vocabulary, id for id."""
+    mine, theirs = engine.tokenizer, draft.tokenizer
+    same = mine is not None and theirs is not None and mine.vocab_size == theirs.vocab_size
+    if not same or mine.vocabulary() != theirs.vocabulary():
+        raise EngineError(
+            f"the draft model {draft.folder} does not share {engine.folder}'s tokenizer: use a draft of the "
+            "same family (Qwen2.5-0.5B for Qwen2.5 1.5B / 7B)"
+        )
 
 
 def _check_text(text: str) -> None:

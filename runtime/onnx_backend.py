@@ -259,7 +259,9 @@ class GrowingCache:
         if n == 0:
             self._empty()
         elif n < self.length:
-            self.past = {k: _value(np.ascontiguousarray(v.numpy()[:, :, :n])) for k, v in self.past.items()}
+            # A copy, always: with one KV head the slice is contiguous, ascontiguousarray returned a
+            # view of the old buffer, and that buffer was freed with it (garbage KV after a trim).
+            self.past = {k: _value(v.numpy()[:, :, :n].copy()) for k, v in self.past.items()}
         self.length = min(self.length, n)
 
     def fork(self) -> GrowingCache:

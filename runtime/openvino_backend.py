@@ -236,7 +236,7 @@ class StatefulCache:
             self.request.reset_state()
         elif n < self.length:
             for state in self.request.query_state():
-                kept = np.ascontiguousarray(state.state.data[:, :, :n])
+                kept = state.state.data[:, :, :n].copy()  # a copy even when the slice is contiguous
                 state.state = ov.Tensor(kept)
         self.length = min(self.length, n)
 
@@ -247,7 +247,7 @@ class StatefulCache:
         if self.length:
             mine = {state.name: state for state in self.request.query_state()}
             for state in other.request.query_state():
-                state.state = ov.Tensor(np.ascontiguousarray(mine[state.name].state.data[:, :, : self.length]))
+                state.state = ov.Tensor(mine[state.name].state.data[:, :, : self.length].copy())
         other.length = self.length
         return other
 
@@ -289,5 +289,6 @@ class StatelessCache:
             empty = np.zeros((1, m.kv_heads, 0, m.head_dim), m.kv_dtype)
             self.past = {name: empty for name in m.past}
         else:
-            self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
+            # a copy: with one KV head the slice is contiguous and would stay a view of the output
+            self.past = {k: v[:, :, :n].copy() for k, v in self.past.items()}
         self.length = min(self.length, n)

@@ -1,11 +1,13 @@
-"""Prompt-lookup speculative decoding: guess the next tokens from an earlier place where the last few
-tokens occurred (in the prompt or the output so far), then check all the guesses in one forward.
+"""Speculative decoding: guess the next tokens — by prompt lookup, from an earlier place where the last
+few tokens occurred (in the prompt or the output so far), or with a small draft model — then check all
+the guesses in one forward of the target.
 
 Decoding reads every weight once per forward; checking k guesses in one forward reads them once for
 up to k + 1 tokens. Code edits repeat much of their prompt, so the guesses are often right.
 
     engine = Engine.load(folder, speculative=True)      # the backend returns every fed position's logits
     session.generate(prompt, speculative=PromptLookup())
+    engine = Engine.load(folder, draft=small_folder)     # every session guesses with the draft model
 
 Greedy: a guess is kept when it is the argmax at its position, so the text is exactly plain greedy
 decoding's. Sampling: a guess d is kept with probability p(d) (the draft is deterministic, q = one-hot),
@@ -51,6 +53,42 @@ class PromptLookup:
         return []
 
 
+class DraftModel:
+    """Guesses from a smaller model with the same tokenizer (Qwen2.5-0.5B for the 1.5B or 7B): its
+    greedy next k tokens, from a KV cache of its own that follows the target's text (the shared
+    prefix is kept, the rest trimmed), so each round costs the draft k decode steps.
+
+    The guesses are deterministic (the draft's argmax), so the acceptance rule above is exact for
+    them too: greedy text is plain greedy decoding's, sampling keeps the target's distribution."""
+
+    def __init__(self, model, max_draft: int = 8, start_draft: int = 4):
+        if start_draft < 1 or max_draft < 1:
+            raise ValueError("DraftModel needs start_draft >= 1 and max_draft >= 1")
+        self.max_draft, self.start_draft = max_draft, start_draft
+        self.cache, self.tokens = model.new_cache(), []
+        self.capacity = model.capacity
+
+    def propose(self, tokens: Sequence[int], k: int) -> list[int]:
+        if k < 1 or len(tokens) + k > self.capacity:
+            return []
+        keep = 0
+        for a, b in zip(self.tokens, tokens, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)  # feed at least the last token: its logits give the first guess
+        self.cache.trim(keep)
+        self.tokens = list(tokens)
+        guesses = []
+        logits = self.cache.append(list(tokens[keep:]))
+        while True:
+            guesses.append(int(np.argmax(logits)))
+            if len(guesses) == k:
+                return guesses  # the last guess is not fed: the next round trims or feeds it
+            logits = self.cache.append(guesses[-1:])
+            self.tokens.append(guesses[-1])
+
+
 class VerifyStep(Protocol):
     """What the speculative loop needs of a cache: append ids and get every position's logits,
     and roll back to n positions."""
@@ -66,14 +104,15 @@ def generate(
     step: VerifyStep,
     prompt: Sequence[int],
     s: Sampling,
-    lookup: PromptLookup,
+    lookup: PromptLookup | DraftModel,
     eos_ids=(),
     stats: Stats | None = None,
     cancel: threading.Event | None = None,
     history: Sequence[int] = (),
 ) -> Iterator[int]:
-    """runtime.generate.generate with prompt lookup: the same tokens (greedy) or the same
-    distribution (sampling); stats.drafted / stats.accepted count the guesses."""
+    """runtime.generate.generate with guesses from `lookup` (prompt lookup or a draft model): the
+    same tokens (greedy) or the same distribution (sampling); stats.drafted / stats.accepted count
+    the guesses."""
     stats = stats if stats is not None else Stats()
     stats.prompt_tokens, rng, start = len(prompt), np.random.default_rng(s.seed), time.perf_counter()
     penalized = s.repetition_penalty != 1.0 or s.presence_penalty != 0.0
