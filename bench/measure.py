@@ -9,7 +9,8 @@ stamps: TTFT, per-token decode latency (TPOT), decode and prefill tokens/s. The 
 run once more at the end: its output hash must not change (a benchmark that changes its own
 output is broken: `stable`).
 
-Runtimes: `ours` (qwen_edge.runtime on any folder), `ours-lookup` (the same with prompt-lookup
+Runtimes: `ours` (qwen_edge.runtime on any folder), `ours-draft` (with a draft model: --draft),
+`ours-lookup` (the same with prompt-lookup
 speculative decoding: the same greedy tokens, checked; faster where the text repeats its prompt),
 `llm-pipeline` (openvino_genai), `optimum-intel`
 (OVModelForCausalLM) on OpenVINO folders, `ort-genai` (onnxruntime_genai) on `ort` folders, and
@@ -57,6 +58,7 @@ class Case:
     device: str = "CPU"
     text: str | None = None
     profile: bool = False
+    draft: str | None = None  # ours-draft's draft model folder
 
 
 @dataclass
@@ -178,21 +180,22 @@ def _ours(case: Case):
     return run, engine.tokenizer.encode, state
 
 
-def _ours_lookup(case: Case):
-    """Ours with prompt lookup: tokens come in bursts (several checked in one forward), each
-    stamped when the session hands it out."""
+def _ours_speculative(case: Case):
+    """Ours with prompt lookup (ours-lookup) or a draft model (ours-draft): tokens come in bursts
+    (several checked in one forward), each stamped when the session hands it out."""
     from qwen_edge.runtime.engine import Engine
     from qwen_edge.runtime.result import Result
     from qwen_edge.runtime.speculative import PromptLookup
 
-    engine = Engine.load(case.folder, device=case.device, speculative=True)
+    draft = case.runtime == "ours-draft"
+    engine = Engine.load(case.folder, device=case.device, speculative=True, draft=case.draft if draft else None)
     state = {"engine": engine}
 
     def run(ids, n):
         result, stamps = Result("", [], []), []
         start = time.perf_counter()
         stream = engine.session().stream(ids, max_new_tokens=n, ignore_eos=True, result=result,
-                                         speculative=PromptLookup())  # fmt: skip
+                                         speculative=None if draft else PromptLookup())  # fmt: skip
         for _ in stream:
             stamps += [time.perf_counter()] * (len(result.token_ids) - len(stamps))
         stamps += [time.perf_counter()] * (len(result.token_ids) - len(stamps))
@@ -338,7 +341,8 @@ def _llama_cpp(case: Case):
 
 
 RUNNERS: dict[str, Callable] = {
-    "ours-lookup": _ours_lookup,
+    "ours-lookup": _ours_speculative,
+    "ours-draft": _ours_speculative,
     "llama.cpp": _llama_cpp,
     "ours": _ours,
     "llm-pipeline": _llm_pipeline,

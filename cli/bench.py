@@ -21,12 +21,16 @@ def configure_parser(p) -> None:
     p.add_argument("--compare", action="store_true", help="also the ecosystem runtimes installed here")
     p.add_argument(
         "--runtimes",
-        help="only these (comma-separated: ours, ours-lookup, llm-pipeline, optimum-intel, ort-genai, "
+        help="only these (comma-separated: ours, ours-lookup, ours-draft, llm-pipeline, optimum-intel, ort-genai, "
         "optimum-onnx, llama.cpp)",
     )
     p.add_argument(
         "--prompt-lookup", action="store_true",
         help="also ours with prompt-lookup speculative decoding (runtime ours-lookup; same greedy tokens)",
+    )  # fmt: skip
+    p.add_argument(
+        "--draft", metavar="FOLDER",
+        help="also ours with this draft model's guesses checked by each folder's model (runtime ours-draft)",
     )  # fmt: skip
     p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
     p.add_argument("--profile", action="store_true", help="top operators by time (ours)")
@@ -57,6 +61,7 @@ def run(
     report: str | None = None,
     fmt: str = "table",
     prompt_lookup: bool = False,
+    draft: str | None = None,
 ) -> dict:
     import json
     from pathlib import Path
@@ -85,6 +90,8 @@ def run(
         runtimes = list(bench.RUNTIMES_FOR[manifest.format] if compare else ("ours",))
         if prompt_lookup and manifest.graph != "static":  # guesses are checked in one forward: dynamic graphs
             runtimes.insert(1, "ours-lookup")
+        if draft and manifest.graph != "static":
+            runtimes.insert(1, "ours-draft")
         if manifest.graph not in ("ort", "stateful"):  # genai runtimes need these layouts
             runtimes = [r for r in runtimes if r not in ("ort-genai", "llm-pipeline")]
         if only:
@@ -104,7 +111,8 @@ def run(
     for round_ in range(runs):
         for folder, runtime, fits in plans:
             steps.set_postfix_str(f"{Path(folder).name} {runtime}")
-            case = bench.Case(runtime, folder, fits, news, 1, seed + round_, device, text, profile and round_ == 0)
+            case = bench.Case(runtime, folder, fits, news, 1, seed + round_, device, text, profile and round_ == 0,
+                              draft)  # fmt: skip
             outcomes.append(bench.measure_in_subprocess(case))
             steps.update()
     steps.close()

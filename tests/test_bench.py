@@ -251,3 +251,16 @@ def test_prompt_lookup_is_measured_beside_plain_decoding_with_the_same_tokens(or
     assert all(s["new_tokens"] == 12 and len(s["tpot_s"]) == 11 for s in lookup)
     assert all(0 <= s["accepted"] <= s["drafted"] for s in lookup)
     assert "ours / ours-lookup" in capsys.readouterr().out
+
+
+def test_a_draft_model_is_measured_beside_plain_decoding_with_the_same_tokens(ort_folder, capsys):
+    from qwen_edge.cli.bench import run
+
+    # the folder as its own draft: the same weights, so guesses are (nearly) always kept
+    result = run([str(ort_folder)], prompt_lengths="8", new_tokens="12", runs=1, draft=str(ort_folder), text=None)
+    cases = {c["runtime"]: c for c in result["cases"]}
+    assert set(cases) == {"ours", "ours-draft"} and all(c["status"] == "ok" for c in cases.values())
+    plain, draft = cases["ours"]["samples"], cases["ours-draft"]["samples"]
+    assert [s["output_sha"] for s in draft] == [s["output_sha"] for s in plain]
+    assert all(s["drafted"] > 0 and s["accepted"] >= 0.9 * s["drafted"] for s in draft)
+    assert "ours / ours-draft" in capsys.readouterr().out
