@@ -36,9 +36,10 @@ class KVCache(Protocol):
     length: int  # positions held
     capacity: int  # most positions it can hold
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:
         """Feed `ids` after the cached positions: the last position's logits ([vocab]), or every
-        new position's ([len(ids), vocab]) from a backend loaded with all_logits."""
+        new position's ([len(ids), vocab]) from a backend loaded with all_logits unless `last`
+        (a prompt's prefill: the OpenVINO IRs then skip projecting the other positions)."""
         ...
 
     def trim(self, n: int) -> None:

@@ -272,22 +272,19 @@ class _Appender:
 
     def __init__(self, session: Session, new: list[int], capacity: int | None):
         self.session, self.new, self.capacity = session, new, capacity
-        self.every = session.engine.speculative  # the backend returns [len(ids), vocab]
 
-    def _append(self, ids: list[int]):
+    def _append(self, ids: list[int], last: bool = False):
         if self.capacity and len(self.session.tokens) + len(ids) > self.capacity:
             raise EngineError(f"the conversation reached this model's {self.capacity} tokens: start a new one")
-        logits = self.session.cache.append(ids)
+        logits = self.session.cache.append(ids, last=last)
         self.session.tokens.extend(ids)
         return logits
 
     def prefill(self, ids):
-        logits = self._append(list(ids))
-        return logits[-1] if self.every else logits
+        return self._append(list(ids), last=True)
 
     def decode(self, token: int):
-        logits = self._append([token])
-        return logits[-1] if self.every else logits
+        return self._append([token], last=True)
 
 
 class _Verifier(_Appender):
@@ -300,7 +297,8 @@ class _Verifier(_Appender):
     def extend(self, ids):
         return self._append(list(ids))
 
-    prefill = extend
+    def prefill(self, ids):  # the prompt: only its last position's logits are wanted
+        return self._append(list(ids), last=True)[None]
 
     def trim(self, n: int) -> None:
         self.session.cache.trim(n)

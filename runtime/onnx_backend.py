@@ -107,9 +107,11 @@ class OnnxModel:
         binding.bind_output("logits", "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
         return out
 
-    def last(self, logits: np.ndarray) -> np.ndarray:
-        """What a cache's append returns from a run's [1, n, vocab] logits."""
-        return logits[0].astype(np.float32) if self.all_logits else logits[0, -1].astype(np.float32)
+    def last(self, logits: np.ndarray, last: bool = False) -> np.ndarray:
+        """What a cache's append returns from a run's [1, n, vocab] logits. (`last` on the ort
+        graph still computes every position's: its last-position graph is a second session.)"""
+        every = self.all_logits and not last
+        return logits[0].astype(np.float32) if every else logits[0, -1].astype(np.float32)
 
     def new_cache(self):
         if self.graph == "static":
@@ -192,7 +194,7 @@ class SharedBufferCache:
             self.binding.bind_ortvalue_output(name.replace("past_key_values", "present"), value)
         self.mask = np.ones((1, size), np.int64)
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:
         end = self.length + len(ids)
         if end > self.capacity:
             raise static_window.ContextFull(
@@ -206,7 +208,7 @@ class SharedBufferCache:
         logits = self.model.bind_logits(b, len(ids))
         self.model.session.run_with_iobinding(b)
         self.length = end
-        return self.model.last(logits)
+        return self.model.last(logits, last)
 
     def trim(self, n: int) -> None:
         self.length = min(self.length, n)  # later slots are ignored (seqlens_k), then overwritten
@@ -234,7 +236,7 @@ class GrowingCache:
         empty = np.zeros((1, m.kv_heads, 0, m.head_dim), m.kv_dtype)
         self.past = {n: _value(empty) for n in m.past}
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:
         import onnxruntime as ort
 
         n, end = len(ids), self.length + len(ids)
@@ -253,7 +255,7 @@ class GrowingCache:
         m.session.run_with_iobinding(b)
         self.past = present
         self.length = end
-        return m.last(logits)
+        return m.last(logits, last)
 
     def trim(self, n: int) -> None:
         if n == 0:

@@ -100,7 +100,9 @@ class OpenVINOModel:
                 shape = model.input(self.past[0]).get_partial_shape()
                 self.kv_heads, self.head_dim = shape[1].get_length(), shape[3].get_length()
                 self.kv_dtype = model.input(self.past[0]).get_element_type().to_dtype()
-            if not all_logits:
+            if all_logits:  # a `logits_from` input: -1 gives the last position only (a prompt's prefill)
+                self.inputs.add(_logits_from_input(model))
+            else:
                 _logits_of_last_position(model)
             self.compiled = self.core.compile_model(model, device, options)
             self.capacity = manifest.max_context
@@ -172,6 +174,33 @@ def _logits_of_last_position(model) -> None:
     """Feed the lm_head MatMul only the last position's hidden state (a Slice on axis 1)."""
     from openvino import opset8 as ops
 
+    if _slice_before_lm_head(model, ops.constant(np.array([-1], np.int64))):
+        model.validate_nodes_and_infer_types()
+
+
+def _logits_from_input(model) -> str:
+    """Feed the lm_head MatMul the hidden states from position `logits_from` on (a new int64[1]
+    input; 0: every position, -1: the last). Checking guesses needs every position's logits, but
+    the prompt's prefill only its last: projecting every prompt position onto a 151 k vocabulary
+    costs the 1.5B 0.3 s of TTFT at 100 tokens (measured in benchmarks/draft_speculation.py)."""
+    from openvino import opset8 as ops
+
+    start = ops.parameter([1], np.int64, name=LOGITS_FROM)
+    start.output(0).get_tensor().set_names({LOGITS_FROM})
+    if _slice_before_lm_head(model, start.output(0)):
+        model.add_parameters([start])
+        model.validate_nodes_and_infer_types()
+        return LOGITS_FROM
+    return ""
+
+
+LOGITS_FROM = "logits_from"
+FROM_FIRST, FROM_LAST = np.array([0], np.int64), np.array([-1], np.int64)
+
+
+def _slice_before_lm_head(model, start) -> bool:
+    from openvino import opset8 as ops
+
     result = next(
         r for r in model.get_results() if "logits" in r.output(0).get_names() or "logits" in r.get_friendly_name()
     )
@@ -179,18 +208,18 @@ def _logits_of_last_position(model) -> None:
     while node.get_type_name() != "MatMul":
         if node.get_input_size() == 0:
             log.info("no MatMul before the logits: every position's logits are computed")
-            return
+            return False
         node = node.input_value(0).get_node()
     hidden = node.input_value(0)
-    last = ops.slice(
+    part = ops.slice(
         hidden,
-        ops.constant(np.array([-1], np.int64)),
+        start,
         ops.constant(np.array([np.iinfo(np.int64).max], np.int64)),
         ops.constant(np.array([1], np.int64)),
         ops.constant(np.array([1], np.int64)),
     )
-    node.input(0).replace_source_output(last.output(0))
-    model.validate_nodes_and_infer_types()
+    node.input(0).replace_source_output(part.output(0))
+    return True
 
 
 class StatefulCache:
@@ -204,16 +233,17 @@ class StatefulCache:
         self.positions = np.arange(size, dtype=np.int64)[None]
         self.beam = np.zeros(1, np.int32)
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:
         # Long prompts go in chunks: the attention and MLP intermediates of a 1024-token call cost
         # ~200 MB more peak memory than LLMPipeline (which splits prefill too), for no speed.
-        ids = list(ids)
+        ids, every = list(ids), self.model.all_logits and not last
         parts = [
-            np.array(self._call(ids[s : s + PREFILL_CHUNK])[0], np.float32) for s in range(0, len(ids), PREFILL_CHUNK)
+            np.array(self._call(ids[s : s + PREFILL_CHUNK], every)[0], np.float32)
+            for s in range(0, len(ids), PREFILL_CHUNK)
         ]
-        return np.concatenate(parts) if self.model.all_logits else parts[-1][-1]
+        return np.concatenate(parts) if every else parts[-1][-1]
 
-    def _call(self, ids: list[int]):
+    def _call(self, ids: list[int], every: bool):
         end = self.length + len(ids)
         if end > self.mask.shape[1]:
             self.mask = np.ones((1, 2 * end), np.int64)
@@ -223,6 +253,7 @@ class StatefulCache:
             "attention_mask": self.mask[:, :end],
             "position_ids": self.positions[:, self.length : end],
             "beam_idx": self.beam,
+            LOGITS_FROM: FROM_FIRST if every else FROM_LAST,
         }
         out = self.request.infer({k: v for k, v in feed.items() if k in self.inputs}, share_inputs=True)
         self.length = end
@@ -263,19 +294,20 @@ class StatelessCache:
         self.capacity = model.capacity
         self.trim(0)
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
-        end = self.length + len(ids)
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:
+        end, every = self.length + len(ids), self.model.all_logits and not last
         feed = {
             "input_ids": np.asarray(ids, np.int64)[None],
             "attention_mask": np.ones((1, end), np.int64),
             "position_ids": np.arange(self.length, end, dtype=np.int64)[None],
+            LOGITS_FROM: FROM_FIRST if every else FROM_LAST,
             **self.past,
         }
         out = self.request.infer({k: v for k, v in feed.items() if k in self.model.inputs})
         self.past = {name: out[name.replace("past_key_values", "present")] for name in self.model.past}
         self.length = end
         logits = out["logits"][0]
-        return np.array(logits if self.model.all_logits else logits[-1], np.float32)
+        return np.array(logits if every else logits[-1], np.float32)
 
     def fork(self) -> StatelessCache:
         other = StatelessCache(self.model)

@@ -96,7 +96,7 @@ class PoolRow:
     def capacity(self) -> int:
         return self.pool.model.capacity
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:  # always the last: no all_logits
         return self.pool.prefill(self, ids)
 
     def trim(self, n: int) -> None:

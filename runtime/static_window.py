@@ -62,7 +62,7 @@ class StaticWindowCache:
         self.runner, self.copy, self.run = runner, copy, runner()
         self.length, self.current, self.tokens = 0, 0, []
 
-    def append(self, ids: Sequence[int]) -> np.ndarray:
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:  # always the last: no all_logits
         chunks = plan(self.length, len(ids), self.window, self.capacity)
         self.tokens = self.tokens[: self.length] + list(ids)
         for chunk in chunks:

@@ -78,7 +78,7 @@ def test_chat_reuses_the_cache_and_equals_a_fresh_run(folders, kind):
     chat = engine.chat(system="be brief")
     fed = []
     append = chat.session.cache.append
-    chat.session.cache.append = lambda ids: fed.append(len(ids)) or append(ids)
+    chat.session.cache.append = lambda ids, **kw: fed.append(len(ids)) or append(ids, **kw)
     chat.ask("hello there", max_new_tokens=6, ignore_eos=True)
     first_prompt = len(chat.last.prompt_token_ids)
     fed.clear()
@@ -131,7 +131,7 @@ def test_static_prompt_over_capacity_fails_before_any_compute(folders):
     _, tmp = folders
     session = load(tmp / "static").session()
     calls = []
-    session.cache.append = lambda ids: calls.append(ids)
+    session.cache.append = lambda ids, **kw: calls.append(ids)
     with pytest.raises(EngineError, match=f"holds {CAPACITY}: shorten it"):
         session.generate(list(range(CAPACITY + 1)), max_new_tokens=4)
     assert calls == []
@@ -376,7 +376,7 @@ def test_static_chat_reuse_equals_a_fresh_run_even_when_the_window_moves_back(fo
     calls = []
     cache = session.cache
     append = cache.append
-    cache.append = lambda ids: calls.append((cache.length, len(ids))) or append(ids)
+    cache.append = lambda ids, **kw: calls.append((cache.length, len(ids))) or append(ids, **kw)
     first = PROMPT * 4 + PROMPT[:8]  # 52 tokens
     reply = session.generate(first, max_new_tokens=6, ignore_eos=True).token_ids
     calls.clear()
