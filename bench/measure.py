@@ -59,6 +59,7 @@ class Case:
     text: str | None = None
     profile: bool = False
     draft: str | None = None  # ours-draft's draft model folder
+    draft_confidence: float = 0.5
 
 
 @dataclass
@@ -188,7 +189,8 @@ def _ours_speculative(case: Case):
     from qwen_edge.runtime.speculative import PromptLookup
 
     draft = case.runtime == "ours-draft"
-    engine = Engine.load(case.folder, device=case.device, speculative=True, draft=case.draft if draft else None)
+    engine = Engine.load(case.folder, device=case.device, speculative=True, draft=case.draft if draft else None,
+                         draft_confidence=case.draft_confidence)  # fmt: skip
     state = {"engine": engine}
 
     def run(ids, n):

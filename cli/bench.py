@@ -32,6 +32,7 @@ def configure_parser(p) -> None:
         "--draft", metavar="FOLDER",
         help="also ours with this draft model's guesses checked by each folder's model (runtime ours-draft)",
     )  # fmt: skip
+    p.add_argument("--draft-confidence", type=float, default=0.5, help="see qwen-edge generate --help")
     p.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth and the decode ceiling")
     p.add_argument("--profile", action="store_true", help="top operators by time (ours)")
     p.add_argument("--device", default="CPU")
@@ -62,6 +63,7 @@ def run(
     fmt: str = "table",
     prompt_lookup: bool = False,
     draft: str | None = None,
+    draft_confidence: float = 0.5,
 ) -> dict:
     import json
     from pathlib import Path
@@ -112,7 +114,7 @@ def run(
         for folder, runtime, fits in plans:
             steps.set_postfix_str(f"{Path(folder).name} {runtime}")
             case = bench.Case(runtime, folder, fits, news, 1, seed + round_, device, text, profile and round_ == 0,
-                              draft)  # fmt: skip
+                              draft, draft_confidence)  # fmt: skip
             outcomes.append(bench.measure_in_subprocess(case))
             steps.update()
     steps.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty")
-ENGINE = ("backend", "device", "threads", "cache_dir", "draft")
+ENGINE = ("backend", "device", "threads", "cache_dir", "draft", "draft_confidence")
 
 
 def add_sampling_options(p, max_new_tokens: int = 64) -> None:
@@ -39,6 +39,10 @@ def add_engine_options(p) -> None:
         help="speculative decoding with a smaller model of the same tokenizer (e.g. Qwen2.5-0.5B for 1.5B): "
         "its guesses are checked in one forward of the model (the same greedy text)",
     )  # fmt: skip
+    p.add_argument(
+        "--draft-confidence", type=float,
+        help="with --draft: stop guessing at a token the draft gives less probability than this (default 0.5)",
+    )  # fmt: skip
 
 
 def sampling_kwargs(options: dict) -> tuple[dict, tuple[str, ...]]:
@@ -59,6 +63,11 @@ def engine_kwargs(options: dict) -> dict:
 
             raise EngineError("--cache-dir and --no-model-cache disagree: give one")
         kwargs["cache_dir"] = False
+    confidence = options.get("draft_confidence")
+    if confidence is not None and not (options.get("draft") and 0 <= confidence < 1):
+        from qwen_edge.runtime.result import EngineError
+
+        raise EngineError("--draft-confidence needs --draft and a value in [0, 1)")
     if options.get("draft") and options.get("prompt_lookup"):
         from qwen_edge.runtime.result import EngineError
 

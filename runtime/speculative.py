@@ -61,10 +61,12 @@ class DraftModel:
     The guesses are deterministic (the draft's argmax), so the acceptance rule above is exact for
     them too: greedy text is plain greedy decoding's, sampling keeps the target's distribution."""
 
-    def __init__(self, model, max_draft: int = 8, start_draft: int = 4):
-        if start_draft < 1 or max_draft < 1:
-            raise ValueError("DraftModel needs start_draft >= 1 and max_draft >= 1")
-        self.max_draft, self.start_draft = max_draft, start_draft
+    def __init__(self, model, max_draft: int = 8, start_draft: int = 4, min_confidence: float = 0.0):
+        """`min_confidence`: stop guessing at a token the draft gives less probability than this
+        (each guess costs a draft forward; an unsure one is likely refused)."""
+        if start_draft < 1 or max_draft < 1 or not 0 <= min_confidence < 1:
+            raise ValueError("DraftModel needs start_draft >= 1, max_draft >= 1 and 0 <= min_confidence < 1")
+        self.max_draft, self.start_draft, self.min_confidence = max_draft, start_draft, min_confidence
         self.cache, self.tokens = model.new_cache(), []
         self.capacity = model.capacity
 
@@ -82,11 +84,19 @@ class DraftModel:
         guesses = []
         logits = self.cache.append(list(tokens[keep:]))
         while True:
-            guesses.append(int(np.argmax(logits)))
+            best = int(np.argmax(logits))
+            if self.min_confidence and _top_probability(logits, best) < self.min_confidence:
+                return guesses
+            guesses.append(best)
             if len(guesses) == k:
                 return guesses  # the last guess is not fed: the next round trims or feeds it
             logits = self.cache.append(guesses[-1:])
             self.tokens.append(guesses[-1])
+
+
+def _top_probability(logits: np.ndarray, best: int) -> float:
+    z = np.asarray(logits, np.float32)
+    return float(1.0 / np.exp(z - z[best]).sum())
 
 
 class VerifyStep(Protocol):

@@ -155,7 +155,7 @@ def test_a_draft_model_gives_plain_greedy_text(export_kinds, drafts, kind):
     exact = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"} if "openvino" in kind else None
     plain = Engine.load(tmp / kind, config=exact)
     for draft, agree in (("same", True), ("other", False)):
-        engine = Engine.load(tmp / kind, config=exact, draft=drafts / draft)
+        engine = Engine.load(tmp / kind, config=exact, draft=drafts / draft, draft_confidence=0.0)
         session = engine.session()
         for n in (1, 9, 40):
             want = plain.generate(PROMPT, max_new_tokens=n, ignore_eos=True)
@@ -177,7 +177,7 @@ def test_a_draft_model_keeps_the_sampling_distribution(export_kinds, drafts):
     guesses both kept and refused."""
     _, tmp = export_kinds
     plain = Engine.load(tmp / "ort")
-    engine = Engine.load(tmp / "ort", draft=drafts / "same")
+    engine = Engine.load(tmp / "ort", draft=drafts / "same", draft_confidence=0.0)  # tiny models are never sure
     options = dict(max_new_tokens=3, temperature=1.5, top_k=4, ignore_eos=True)
     runs, drafted, accepted = 1500, 0, 0
     a = [collections.Counter(), collections.Counter()]
@@ -219,8 +219,26 @@ def test_cli_draft_gives_the_same_text(export_kinds, drafts, capsys):
     base = ["generate", str(tmp / "openvino"), "-p", "hello there", "--max-new-tokens", "16", "--ignore-eos", "--json"]
     assert main(base) == 0
     plain = json.loads(capsys.readouterr().out)
-    assert main([*base, "--draft", str(drafts / "other")]) == 0
+    assert main([*base, "--draft", str(drafts / "other"), "--draft-confidence", "0"]) == 0
     fast = json.loads(capsys.readouterr().out)
     assert fast["token_ids"] == plain["token_ids"] and fast["stats"]["drafted"] > 0
     assert main([*base, "--draft", str(drafts / "other"), "--prompt-lookup"]) == 2
     assert "give one" in capsys.readouterr().err
+    assert main([*base, "--draft-confidence", "0.5"]) == 2 and "needs --draft" in capsys.readouterr().err
+
+
+def test_an_unsure_draft_guesses_less_and_the_text_is_the_same(export_kinds, drafts):
+    from qwen_edge.runtime.speculative import DraftModel
+
+    _, tmp = export_kinds
+    engine = Engine.load(tmp / "ort", draft=drafts / "other")
+    want = Engine.load(tmp / "ort").generate(PROMPT, max_new_tokens=30, ignore_eos=True).token_ids
+    counts = []
+    for confidence in (0.0, 0.9):
+        spec = DraftModel(engine.draft.model, min_confidence=confidence)
+        r = engine.session().generate(PROMPT, max_new_tokens=30, ignore_eos=True, speculative=spec)
+        assert r.token_ids == want
+        counts.append(r.stats.drafted)
+    assert counts[1] < counts[0]
+    with pytest.raises(ValueError, match="min_confidence"):
+        DraftModel(engine.draft.model, min_confidence=1.0)
