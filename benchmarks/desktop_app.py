@@ -23,20 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+from qwen_edge.desktop_demo import virtual_screen
+
 PROMPTS = [
     "Write a Python function that checks whether a number is prime, with a docstring and tests.",
     "Now rewrite it to use the Sieve of Eratosthenes for many numbers at once.",
     "Explain the difference between the two versions in a short list.",
 ]
-
-
-def xvfb() -> tuple[subprocess.Popen, str]:
-    read, write = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.close(write)
-    with os.fdopen(read) as f:
-        return proc, ":" + f.readline().strip()
 
 
 def launch(folder: str, env: dict) -> tuple[float, float]:
@@ -116,7 +109,7 @@ def window_turns(folder: str, turns: int, new: int, settings: Path) -> dict:
 
 
 def main(folder: str, launches: int, turns: int, new: int, json_path: str | None) -> None:
-    server, display = xvfb()
+    server, display = virtual_screen.start()
     os.environ.update(DISPLAY=display, QT_QPA_PLATFORM="xcb")
     work = Path("/tmp/desktop-app-bench")
     work.mkdir(exist_ok=True)

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from qwen_edge.desktop_demo import virtual_screen
+
 ROOT = Path(__file__).resolve().parents[1]
 # Modules an app on the runtime never needs; PyInstaller would otherwise follow optional imports
 # (huggingface_hub -> torch, ...) into the bundle. Each build also excludes the other apps' engines.
@@ -173,19 +175,10 @@ def launch(app: Path, folder: Path, env: dict, warms: bool) -> dict:
             proc.kill()
 
 
-def xvfb() -> tuple[subprocess.Popen, str]:
-    read, write = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.close(write)
-    with os.fdopen(read) as f:
-        return proc, ":" + f.readline().strip()
-
-
 def main(onnx: str, openvino: str, rounds: int, work: str, json_path: str | None, only: str | None) -> None:
     folders = {"onnx": Path(onnx).resolve(), "openvino": Path(openvino).resolve()}
     work_dir = Path(work)
-    server, display = xvfb()
+    server, display = virtual_screen.start()
     env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "XDG_CONFIG_HOME": str(work_dir / "config")}
     rows = []
     try:

@@ -23,21 +23,13 @@ WORST_GAP_S = 0.25
 @pytest.fixture(scope="module")
 def screen():
     """A virtual X screen for this module's windows (Qt's xcb platform, as on a desktop)."""
-    xvfb = shutil.which("Xvfb")
-    assert xvfb, "Xvfb is missing: make install installs it (Debian's xvfb)"
-    read, write = os.pipe()
-    proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(write), "-screen", "0", "1280x900x24", "-nolisten", "tcp"], pass_fds=(write,),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.close(write)
-    with os.fdopen(read) as f:
-        display = f.readline().strip()
-    assert display, "Xvfb did not start"
+    from qwen_edge.desktop_demo import virtual_screen
+
+    proc, display = virtual_screen.start()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISPLAY", f":{display}")
+        mp.setenv("DISPLAY", display)
         mp.setenv("QT_QPA_PLATFORM", "xcb")
-        yield f":{display}"
+        yield display
     proc.terminate()
     proc.wait(10)
 

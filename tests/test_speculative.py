@@ -48,24 +48,28 @@ def test_sampling_keeps_the_output_distribution(export_kinds):
     the same marginals within sampling noise (total variation; ~0.02 expected from noise), while
     guesses were both accepted and refused (both branches of the rule ran)."""
     _, tmp = export_kinds
-    plain = Engine.load(tmp / "ort")
     spec = Engine.load(tmp / "ort", speculative=True)
+    same_marginals(Engine.load(tmp / "ort"), spec, REPEAT, 2000, 0.07, speculative=PromptLookup())
+
+
+def same_marginals(plain, spec, prompt, runs, limit, **extra):
+    """Tokens 2 and 3 from `runs` seeds, plain against speculative: total variation under `limit`,
+    and guesses both kept and refused."""
     options = dict(max_new_tokens=3, temperature=1.5, top_k=4, ignore_eos=True)
-    runs = 2000
     a = [collections.Counter(), collections.Counter()]
     b = [collections.Counter(), collections.Counter()]
     drafted = accepted = 0
     for seed in range(runs):
-        for i, t in enumerate(plain.generate(REPEAT, seed=seed, **options).token_ids[1:]):
+        for i, t in enumerate(plain.generate(prompt, seed=seed, **options).token_ids[1:]):
             a[i][t] += 1
-        r = spec.session().generate(REPEAT, seed=seed, speculative=PromptLookup(), **options)
+        r = spec.session().generate(prompt, seed=seed, **options, **extra)
         for i, t in enumerate(r.token_ids[1:]):
             b[i][t] += 1
         drafted, accepted = drafted + r.stats.drafted, accepted + r.stats.accepted
     assert 0 < accepted < drafted
     for x, y in zip(a, b, strict=True):
         tv = 0.5 * sum(abs(x[k] - y[k]) for k in set(x) | set(y)) / runs
-        assert tv < 0.07, (tv, x.most_common(5), y.most_common(5))
+        assert tv < limit, (tv, x.most_common(5), y.most_common(5))
 
 
 def test_lookup_needs_an_engine_that_returns_every_position(export_kinds):
@@ -176,23 +180,8 @@ def test_a_draft_model_keeps_the_sampling_distribution(export_kinds, drafts):
     """As for prompt lookup: tokens 2 and 3, 1500 seeds each way, total variation within noise,
     guesses both kept and refused."""
     _, tmp = export_kinds
-    plain = Engine.load(tmp / "ort")
     engine = Engine.load(tmp / "ort", draft=drafts / "same", draft_confidence=0.0)  # tiny models are never sure
-    options = dict(max_new_tokens=3, temperature=1.5, top_k=4, ignore_eos=True)
-    runs, drafted, accepted = 1500, 0, 0
-    a = [collections.Counter(), collections.Counter()]
-    b = [collections.Counter(), collections.Counter()]
-    for seed in range(runs):
-        for i, t in enumerate(plain.generate(PROMPT, seed=seed, **options).token_ids[1:]):
-            a[i][t] += 1
-        r = engine.session().generate(PROMPT, seed=seed, **options)
-        for i, t in enumerate(r.token_ids[1:]):
-            b[i][t] += 1
-        drafted, accepted = drafted + r.stats.drafted, accepted + r.stats.accepted
-    assert 0 < accepted < drafted
-    for x, y in zip(a, b, strict=True):
-        tv = 0.5 * sum(abs(x[k] - y[k]) for k in set(x) | set(y)) / runs
-        assert tv < 0.08, (tv, x.most_common(5), y.most_common(5))
+    same_marginals(Engine.load(tmp / "ort"), engine, PROMPT, 1500, 0.08)
 
 
 def test_a_draft_with_another_vocabulary_is_refused(export_kinds, tmp_path):
