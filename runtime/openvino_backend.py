@@ -182,7 +182,7 @@ def _logits_from_input(model) -> str:
     """Feed the lm_head MatMul the hidden states from position `logits_from` on (a new int64[1]
     input; 0: every position, -1: the last). Checking guesses needs every position's logits, but
     the prompt's prefill only its last: projecting every prompt position onto a 151 k vocabulary
-    costs the 1.5B 0.3 s of TTFT at 100 tokens (measured in benchmarks/draft_speculation.py)."""
+    cost prompt lookup on the 0.5B +0.3 s of TTFT and +290 MB (RESULTS.md, issue #18)."""
     from openvino import opset8 as ops
 
     start = ops.parameter([1], np.int64, name=LOGITS_FROM)
