@@ -28,6 +28,8 @@ if kind == "ours":
     load(path)
 elif kind == "ours, tokenizer from empty cache":
     os.environ["QWEN_EDGE_CACHE"] = tempfile.mkdtemp()
+    import atexit, shutil
+    atexit.register(shutil.rmtree, os.environ["QWEN_EDGE_CACHE"], True)  # the empty cache it filled goes too
     from qwen_edge.models import gguf_file, loaders
     reader = gguf_file.GGUFFile(path)
     t = time.perf_counter()
