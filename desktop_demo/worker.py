@@ -9,8 +9,7 @@ import threading
 from PySide6.QtCore import QObject, Signal, Slot
 
 from qwen_edge.runtime import Engine, EngineError
-from qwen_edge.runtime.engine import common_prefix
-from qwen_edge.runtime.generate import SamplingError
+from qwen_edge.runtime.generate import SamplingError, reusable_prefix
 from qwen_edge.runtime.result import first_line
 
 from .folder_info import BACKEND_LABEL
@@ -95,7 +94,7 @@ class ChatWorker(QObject):
             "tokens_per_s": result.stats.decode_tokens_per_s,
             "new_tokens": result.stats.new_tokens,
             "prompt_tokens": prompt,
-            "reused_tokens": min(common_prefix(cached, result.prompt_token_ids), prompt - 1),
+            "reused_tokens": reusable_prefix(cached, result.prompt_token_ids),
             "stopped_by": result.stopped_by,
         })  # fmt: skip
 

@@ -26,7 +26,7 @@ from . import manifest as manifest_file
 from . import speculative
 from .backend import Backend
 from .chat import Chat
-from .generate import Sampling, generate
+from .generate import Sampling, generate, reusable_prefix
 from .manifest import Manifest
 from .result import EngineError, Result, first_line
 from .speculative import DraftModel, PromptLookup
@@ -208,9 +208,7 @@ class Session:
 
     def _run(self, ids: list[int], sampling: Sampling, stop: tuple[str, ...], result: Result,
              lookup: PromptLookup | DraftModel | None = None) -> Iterator[str]:  # fmt: skip
-        keep = common_prefix(self.tokens, ids)
-        if keep == len(ids):  # the whole prompt is cached: recompute its last token for fresh logits
-            keep -= 1
+        keep = reusable_prefix(self.tokens, ids)
         capacity = self.engine.capacity
         if capacity and len(ids) > capacity:
             raise EngineError(f"the prompt has {len(ids)} tokens; this model holds {capacity}: shorten it")
@@ -330,13 +328,3 @@ def _check_text(text: str) -> None:
         raise EngineError(
             f"the prompt is not valid UTF-8 text (character {e.start}): pass UTF-8 encoded text"
         ) from None
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading ids `a` and `b` share (what a cache holding `a` can reuse for `b`)."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -171,3 +171,19 @@ def generate(
         yield token
         if i + 1 < s.max_new_tokens and not (cancel is not None and cancel.is_set()):
             logits = step.decode(token)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` share (what a cache holding `a` can reuse for `b`)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def reusable_prefix(held: Sequence[int], ids: Sequence[int]) -> int:
+    """Cached positions a cache holding `held` keeps for the prompt `ids`: the shared prefix, less
+    the prompt's last token when all of it is cached (its logits must be computed again)."""
+    return min(common_prefix(held, ids), len(ids) - 1)

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .generate import Sampling, Stats, penalize, probabilities
+from .generate import Sampling, Stats, penalize, probabilities, reusable_prefix
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,7 @@ class DraftModel:
     def propose(self, tokens: Sequence[int], k: int) -> list[int]:
         if k < 1 or len(tokens) + k > self.capacity:
             return []
-        keep = 0
-        for a, b in zip(self.tokens, tokens, strict=False):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # feed at least the last token: its logits give the first guess
+        keep = reusable_prefix(self.tokens, tokens)  # the last token is fed: its logits give the first guess
         self.cache.trim(keep)
         self.tokens = list(tokens)
         guesses = []

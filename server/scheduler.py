@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qwen_edge.runtime.engine import common_prefix
-from qwen_edge.runtime.generate import Sampling, penalize, sample
+from qwen_edge.runtime.generate import Sampling, common_prefix, penalize, reusable_prefix, sample
 from qwen_edge.runtime.streaming import TextStreamer
 
 from .metrics import Metrics
@@ -164,7 +163,7 @@ class Scheduler:
         or 0 under MIN_REUSE."""
         free = [r for r in range(len(self.rows)) if r not in self.active]
         best = max(free, key=lambda r: common_prefix(self.held[r], prompt))  # the first free row on a tie
-        keep = min(common_prefix(self.held[best], prompt), len(prompt) - 1)
+        keep = reusable_prefix(self.held[best], prompt)
         return best, keep if keep >= MIN_REUSE else 0
 
     def _admit(self, job: Job) -> None:
