@@ -15,6 +15,7 @@ the export (which is then made at the precision that preset starts from).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from qwen_edge.export import bundle
@@ -22,6 +23,7 @@ from qwen_edge.export.bundle import OutputError
 
 PRECISIONS = ("fp32", "fp16")
 FORMATS = ("onnx", "openvino", "all")
+WEBGPU = "webgpu"  # the phone bundle's subfolder for browsers with WebGPU (android_demo picks one)
 
 
 class PipelineError(ValueError):
@@ -136,7 +138,9 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
     (quantize/smoothing.py), exported as an fp32 `ort` graph, its MatMuls dynamic INT8 but
     down_proj (computed fp32, stored int8 per channel), embedding INT4 (quantize/onnx_int8.py);
     scored against the smoothed fp32 graph (the same function) on the built-in text; plus the
-    ORT-format copy. A `model` given already loaded is smoothed in place."""
+    ORT-format copy, and in webgpu/ an INT4 `ort` export of the unsmoothed model (the app's
+    WebGPU path: onnxruntime-web has no WebGPU MatMulInteger). A `model` given already loaded is
+    smoothed in place."""
     from qwen_edge.export.ort_mobile import write_ort_format
     from qwen_edge.models.loaders import Loaded, load
     from qwen_edge.runtime.tokenizer import Tokenizer
@@ -144,18 +148,26 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
     from . import calibration, smoothing
     from .evaluate import evaluate
     from .onnx_int8 import int8_dynamic
+    from .quantize import quantize
 
     loaded = model if isinstance(model, Loaded) else load(model)
     if loaded.tokenizer_dir is None:
         raise PipelineError("this model has no tokenizer: the phone bundle is calibrated and scored on text")
-    text, source = calibration.read_text(None)
-    windows = calibration.windows(Tokenizer(loaded.tokenizer_dir).encode(text), 8, 256)
-    maxima = smoothing.activation_maxima(loaded.model, windows)
-    smoothing.smooth(loaded.model, maxima)
-    smoothing.smooth_head(loaded.model, maxima)
     with bundle.scratch(out.resolve()) as tmp:
+        # The WebGPU copy first, from the weights before smoothing (smoothing serves dynamic INT8
+        # activations; weight-only INT4 does not need it): the desktop INT4 `ort` recipe, whose
+        # MatMulNBits and GroupQueryAttention onnxruntime-web's WebGPU build runs.
+        _onnx(loaded, tmp / "plain", graph="ort", dtype="fp32", overwrite=False)
+        webgpu = quantize(tmp / "plain", tmp / WEBGPU, weights="int4", report=True)
+        shutil.rmtree(tmp / "plain")
+        text, source = calibration.read_text(None)
+        windows = calibration.windows(Tokenizer(loaded.tokenizer_dir).encode(text), 8, 256)
+        maxima = smoothing.activation_maxima(loaded.model, windows)
+        smoothing.smooth(loaded.model, maxima)
+        smoothing.smooth_head(loaded.model, maxima)
         fp32 = _onnx(loaded, tmp / "fp32", graph="ort", dtype="fp32", overwrite=False)
         with bundle.staged(out, overwrite) as staged:
+            shutil.copytree(tmp / WEBGPU, staged / WEBGPU)
             kept = int8_dynamic(tmp / "fp32", staged)
             recipe = {"name": "int8-mobile", "smoothing_alpha": smoothing.ALPHA, "kept_storage": "int8",
                       "kept_fp32_compute": len(kept),
@@ -166,8 +178,11 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
             scores = evaluate(staged, tmp / "fp32").to_dict()
             (staged / "report.json").write_text(json.dumps(scores, indent=2) + "\n")
             files = write_ort_format(staged, fp32["runtime_file"], "model.onnx.data")
+            gpu = {"folder": WEBGPU, "precision": webgpu["precision"], "runtime_file": webgpu["runtime_file"],
+                   "recipe": webgpu["recipe"], "report": webgpu["report"]}  # fmt: skip
             return bundle.seal(
-                staged, {**info, "report": scores, "ort_format": {"folder": "ort_mobile", "files": files}}
+                staged,
+                {**info, "report": scores, "ort_format": {"folder": "ort_mobile", "files": files}, "webgpu": gpu},
             )
 
 

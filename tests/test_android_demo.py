@@ -194,9 +194,10 @@ def chromium() -> str:
     return path
 
 
-def e2e(bundle, shot, *args, timeout=600) -> dict:
-    """test/e2e.mjs against `bundle` served on loopback; its JSON result."""
+def e2e(bundle, shot, *args, timeout=600, query="") -> dict:
+    """test/e2e.mjs against `bundle` served on loopback (the app's URL + `query`); its JSON result."""
     server, url = serve(bundle)
+    url += query
     try:
         out = subprocess.run(
             [node(), "test/e2e.mjs", url, str(shot), *args],
@@ -221,6 +222,7 @@ def test_the_app_on_a_phone_viewport_streams_and_stops(mobile_bundle):
     )  # fmt: skip
     assert "error" not in result and "console" not in result, result
     assert result["isolated"] is True and "ready" in result["status"]  # COOP / COEP: threads allowed
+    assert result["device"] == "wasm" and "WebAssembly, 2 threads; no WebGPU in this browser" in result["status"]
     assert "int8-mobile" in result["model"] and "\u00a0MB" in result["model"]
     (turn,) = result["turns"]
     reply = turn["reply"]
@@ -246,6 +248,51 @@ def test_a_second_turn_reuses_the_first_and_new_chat_clears(mobile_bundle, tmp_p
     assert first["reused"] == 0 and second["reused"] >= first["computed"], (first, second)
     assert third["reused"] >= second["reused"] + second["computed"], (second, third)
     assert result["bubbles"] == 6 and result["after_new_chat"] == {"bubbles": 0, "speed": ""}
+
+
+def teacher_forced_logits(folder, ids: list[int]):
+    """Every position's logits for `ids` in one ONNX Runtime CPU run of folder's model.onnx."""
+    import numpy as np
+    import onnxruntime as ort
+
+    config = json.loads((folder / "config.json").read_text())
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    shape = (1, config["num_key_value_heads"], 0, config["hidden_size"] // config["num_attention_heads"])
+    feeds = {i.name: np.zeros(shape, np.float32) for i in session.get_inputs() if i.name.startswith("past_")}
+    feeds |= {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+    return session.run(["logits"], feeds)[0][0]
+
+
+def test_webgpu_runs_the_int4_model_and_agrees_with_our_runtime(mobile_bundle, tmp_path):
+    """?ep=webgpu with Chromium's WebGPU on: here the only adapter is SwiftShader (a CPU fallback; no
+    GPU on this machine), which the app takes only when asked. The bundle's webgpu/ INT4 model runs on
+    onnxruntime-web's WebGPU build, its prompt fed 16 tokens a run, the cache kept on the GPU between
+    turns; each greedy token is our runtime's argmax on the same folder (CPU, up to a 0.1 logit
+    near-tie: MatMulNBits computes differently on the two)."""
+    result = e2e(
+        mobile_bundle, tmp_path / "gpu.png", "--prompt", "Hello, who are you?", "--prompt", "And then?",
+        "--temperature", "0", "--max-tokens", "10", "--webgpu", query="?ep=webgpu",
+    )  # fmt: skip
+    assert "error" not in result and "console" not in result, result
+    assert result["device"] == "webgpu" and "WebGPU: google swiftshader" in result["status"], result["status"]
+    assert " int4 " in result["model"], result["model"]
+    first, second = (t["reply"] for t in result["turns"])
+    assert len(first["prompt_ids"]) > 16 and second["reused"] >= first["computed"], (first, second)
+    for reply in (first, second):
+        prompt, ids = reply["prompt_ids"], reply["ids"]
+        assert 1 <= len(ids) <= 10
+        logits = teacher_forced_logits(mobile_bundle / "webgpu", prompt + ids)
+        for i, token in enumerate(ids):
+            row = logits[len(prompt) - 1 + i]
+            assert row[token] >= row.max() - 0.1, (i, token, int(row.argmax()), float(row.max() - row[token]))
+
+
+def test_a_cpu_fallback_adapter_is_not_used_unasked(mobile_bundle, tmp_path):
+    """SwiftShader's WebGPU is slower than WebAssembly: without ?ep=webgpu the app stays on WASM and says why."""
+    result = e2e(mobile_bundle, tmp_path / "fb.png", "--max-tokens", "2", "--webgpu")
+    assert "error" not in result, result
+    assert result["device"] == "wasm" and "WebGPU here is a CPU fallback (google swiftshader)" in result["status"]
+    assert "int8-mobile" in result["model"]
 
 
 def test_serve_demo_refuses_what_the_app_cannot_load(tmp_path):

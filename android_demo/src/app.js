@@ -109,18 +109,75 @@ function modelName(manifest, config) {
   return file || config._name_or_path || config.model_type || "model";
 }
 
+// Where the model runs: WebGPU when the bundle has its WebGPU model and the browser a GPU adapter
+// (not a CPU fallback such as SwiftShader, slower than WASM), else WebAssembly on the CPU.
+// ?ep=wasm or ?ep=webgpu overrides (webgpu then takes a fallback adapter too).
+async function chooseDevice(manifest) {
+  const asked = new URLSearchParams(location.search).get("ep");
+  if (!manifest.webgpu) return { device: "wasm", why: "this bundle has no WebGPU model" };
+  if (asked === "wasm") return { device: "wasm", why: "asked for" };
+  const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
+  if (!adapter) return { device: "wasm", why: "no WebGPU in this browser" };
+  const info = adapter.info || {};
+  const gpu = [info.vendor, info.architecture].filter(Boolean).join(" ") || "GPU";
+  if (info.isFallbackAdapter && asked !== "webgpu") return { device: "wasm", why: `WebGPU here is a CPU fallback (${gpu})` };
+  return { device: "webgpu", gpu };
+}
+
+// The files one device runs: the graph, its weights (and the name the graph knows them by).
+function modelFiles(manifest, device) {
+  if (device === "webgpu") {
+    const { folder, runtime_file: graph } = manifest.webgpu;
+    return { graph: `${folder}/${graph}`, data: `${folder}/model.onnx.data`, dataName: "model.onnx.data", precision: manifest.webgpu.precision };
+  }
+  const dataName = `${manifest.model_file}.data`;
+  return { graph: manifest.runtime_file || manifest.model_file, data: dataName, dataName, precision: manifest.precision };
+}
+
 async function load() {
   state("loading");
   if (!crypto?.subtle) throw new Error("open this page over https or http://localhost (see README): the browser hides crypto.subtle elsewhere");
   const manifest = await (await fetch(new URL("manifest.json", BUNDLE))).json();
-  const graph = manifest.runtime_file || manifest.model_file;
-  const dataName = `${manifest.model_file}.data`;
-  const names = [graph, dataName, "tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"];
-  const missing = names.filter((n) => !manifest.files[n]);
-  if (manifest.format !== "onnx" || manifest.graph !== "ort" || missing.length) {
-    throw new Error(`this bundle is not a mobile export (${missing.join(", ") || manifest.graph}): run qwen-edge export MODEL -o OUT --target mobile`);
+  if (manifest.format !== "onnx" || manifest.graph !== "ort" || !manifest.files[modelFiles(manifest, "wasm").graph]) {
+    throw new Error(`this bundle is not a mobile export (${manifest.graph}): run qwen-edge export MODEL -o OUT --target mobile`);
   }
-  const total = names.reduce((sum, n) => sum + manifest.files[n].bytes, 0);
+  const choice = await chooseDevice(manifest);
+  const shared = ["tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"];
+  const files = {};
+  for (const name of shared) files[name] = await fetchVerified(name, manifest.files[name], () => {});
+  const text = (name) => JSON.parse(new TextDecoder().decode(files[name]));
+  const config = text("config.json");
+  const generation = text("generation_config.json");
+  const tokenizerConfig = text("tokenizer_config.json");
+  const eos = [].concat(generation.eos_token_id ?? config.eos_token_id ?? []);
+  let started;
+  try {
+    started = await startModel(manifest, choice.device, { ...config, eos_token_id: eos });
+  } catch (e) {
+    if (choice.device !== "webgpu") throw e;
+    // A GPU that refuses the model (memory, a missing shader feature): the CPU path still works.
+    console.warn(`WebGPU failed, using WebAssembly: ${e.message || e}`);
+    Object.assign(choice, { device: "wasm", why: `WebGPU failed: ${String(e.message || e).split("\n")[0]}` });
+    started = await startModel(manifest, "wasm", { ...config, eos_token_id: eos });
+  }
+  return {
+    ...started,
+    choice,
+    name: modelName(manifest, config),
+    context: Math.min(config.max_position_embeddings || CONTEXT_LIMIT, CONTEXT_LIMIT),
+    settings: loadSettings(generation),
+    tokenizer: new Tokenizer(text("tokenizer.json")),
+    template: new Template(tokenizerConfig.chat_template),
+    eosToken: typeof tokenizerConfig.eos_token === "string" ? tokenizerConfig.eos_token : tokenizerConfig.eos_token?.content,
+  };
+}
+
+// Download and verify one device's model files, then start the worker on them.
+async function startModel(manifest, device, config) {
+  const { graph, data, dataName, precision } = modelFiles(manifest, device);
+  const missing = [graph, data].filter((n) => !manifest.files[n]);
+  if (missing.length) throw new Error(`the bundle lists no ${missing.join(", ")}: re-export it with qwen-edge export MODEL -o OUT --target mobile`);
+  const total = manifest.files[graph].bytes + manifest.files[data].bytes;
   const needGb = (total * 1.6) / 1e9;
   if (navigator.deviceMemory && navigator.deviceMemory < needGb) {
     throw new Error(`this device reports ${navigator.deviceMemory} GB of memory; the model needs about ${needGb.toFixed(1)} GB`);
@@ -133,40 +190,36 @@ async function load() {
     bar.value = done / total;
     $("status").textContent = `downloading the model: ${(done / 1e6).toFixed(0)} / ${(total / 1e6).toFixed(0)} MB`;
   };
-  const files = {};
-  for (const name of names) files[name] = await fetchVerified(name, manifest.files[name], progress);
+  const graphBytes = await fetchVerified(graph, manifest.files[graph], progress);
+  const dataBytes = await fetchVerified(data, manifest.files[data], progress);
   bar.hidden = true;
   $("status").textContent = "starting the model…";
-  const text = (name) => JSON.parse(new TextDecoder().decode(files[name]));
-  const config = text("config.json");
-  const generation = text("generation_config.json");
-  const tokenizerConfig = text("tokenizer_config.json");
-  const eos = [].concat(generation.eos_token_id ?? config.eos_token_id ?? []);
   const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
-  const ready = await new Promise((resolve, reject) => {
-    worker.onmessage = ({ data }) => (data.type === "ready" ? resolve(data) : reject(new Error(data.message)));
-    worker.onerror = (e) => reject(new Error(`the model's worker failed to start: ${e.message || "see the console"}`));
-    // ?threads=N overrides (a phone's little cores can slow a run down); threads need isolation
-    const asked = Number(new URLSearchParams(location.search).get("threads")) || Math.min(4, navigator.hardwareConcurrency || 1);
-    const threads = self.crossOriginIsolated ? asked : 1;
-    worker.postMessage(
-      { type: "load", graph: files[graph], data: files[dataName], dataName, threads,
-        config: { ...config, eos_token_id: eos }, wasmPaths: new URL("vendor/ort/", location.href).href },
-      [files[graph].buffer, files[dataName].buffer],
-    ); // fmt: transferred, not copied: the page keeps no second copy of the weights
-  });
-  return {
-    worker,
-    threads: ready.threads,
-    name: modelName(manifest, config),
-    precision: manifest.precision,
-    megabytes: total / 1e6,
-    context: Math.min(config.max_position_embeddings || CONTEXT_LIMIT, CONTEXT_LIMIT),
-    settings: loadSettings(generation),
-    tokenizer: new Tokenizer(text("tokenizer.json")),
-    template: new Template(tokenizerConfig.chat_template),
-    eosToken: typeof tokenizerConfig.eos_token === "string" ? tokenizerConfig.eos_token : tokenizerConfig.eos_token?.content,
-  };
+  try {
+    const ready = await new Promise((resolve, reject) => {
+      worker.onmessage = ({ data }) => (data.type === "ready" ? resolve(data) : reject(new Error(data.message)));
+      worker.onerror = (e) => reject(new Error(`the model's worker failed to start: ${e.message || "see the console"}`));
+      // ?threads=N overrides (a phone's little cores can slow a run down); threads need isolation
+      const asked = Number(new URLSearchParams(location.search).get("threads")) || Math.min(4, navigator.hardwareConcurrency || 1);
+      const threads = self.crossOriginIsolated ? asked : 1;
+      worker.postMessage(
+        { type: "load", graph: graphBytes, data: dataBytes, dataName, threads, config, device,
+          wasmPaths: new URL("vendor/ort/", location.href).href },
+        [graphBytes.buffer, dataBytes.buffer],
+      ); // fmt: transferred, not copied: the page keeps no second copy of the weights
+    });
+    return { worker, device, threads: ready.threads, precision, megabytes: total / 1e6 };
+  } catch (e) {
+    worker.terminate();
+    throw e;
+  }
+}
+
+// Where the model runs, in words, for the status line.
+function runsOn(model) {
+  if (model.device === "webgpu") return `onnxruntime-web (WebGPU: ${model.choice.gpu})`;
+  const threads = `${model.threads} thread${model.threads > 1 ? "s" : ""}`;
+  return `onnxruntime-web (WebAssembly, ${threads}; ${model.choice.why})`;
 }
 
 function bubble(role, text = "") {
@@ -225,13 +278,13 @@ async function main() {
   }
   $("model").textContent = `${model.name} · ${model.precision} · ${model.megabytes < 10 ? model.megabytes.toFixed(1) : model.megabytes.toFixed(0)}\u00a0MB`;
   $("status").textContent =
-    `ready · onnxruntime-web (wasm, ${model.threads} thread${model.threads > 1 ? "s" : ""})` +
+    `ready · ${runsOn(model)}` +
     (notCached.length ? " · not stored for offline use (browser storage refused it)" : "");
   bindSettings(model.settings);
   warm(model);
   $("prompt").disabled = $("send").disabled = $("new-chat").disabled = false;
   state("ready");
-  const replies = (window.qwenEdge = { replies: [] }).replies; // each reply's numbers, for tests and benchmarks
+  const replies = (window.qwenEdge = { replies: [], device: model.device }).replies; // each reply's numbers, for tests and benchmarks
   let messages = [];
   let busy = false;
   $("stop").onclick = () => model.worker.postMessage({ type: "stop" });
@@ -316,7 +369,7 @@ async function main() {
     out.after(meta);
     if (follow) scrollToEnd();
     $("speed").textContent = meta.textContent;
-    replies.push({ tokens: end.tokens, ttft_s: end.ttft, decode_tok_s: end.decodeRate, reused: end.reused, computed: end.computed, stopped: end.stopped, paints });
+    replies.push({ tokens: end.tokens, ttft_s: end.ttft, decode_tok_s: end.decodeRate, reused: end.reused, computed: end.computed, stopped: end.stopped, paints, prompt_ids: prompt.ids, ids: end.ids });
     state(end.stopped ? "stopped" : "done");
   };
 }

@@ -167,46 +167,58 @@ export class TextStreamer {
 
 // The exported folder on onnxruntime-web: prefill then one token at a time. The KV cache stays
 // between calls (as the Python runtime's session does): a call computes only the part of its
-// prompt the cache does not hold yet, so a chat's second turn does not re-run the first.
+// prompt the cache does not hold yet, so a chat's second turn does not re-run the first. On WebGPU
+// the session is made with its outputs left on the GPU: the cache never leaves it, and a step
+// downloads only the logits.
 export class Generator {
-  constructor(ort, session, config) {
+  // `chunk`: the most tokens one run may feed (a longer prompt goes in pieces, each after the cache
+  // of the ones before). onnxruntime-web 1.30's WebGPU GroupQueryAttention computes wrong outputs
+  // for 32 or more new tokens in one run (measured on SwiftShader; onnxruntime issue #26064 reports
+  // its flash-attention path wrong on real GPUs too), so the WebGPU path feeds at most 16.
+  constructor(ort, session, config, { chunk = Infinity } = {}) {
     this.ort = ort;
     this.session = session;
+    this.chunk = chunk;
     this.pastNames = session.inputNames.filter((n) => n.startsWith("past_key_values."));
     this.kvHeads = config.num_key_value_heads;
     this.headDim = config.head_dim ?? config.hidden_size / config.num_attention_heads;
     this.eos = new Set([].concat(config.eos_token_id ?? []));
+    this.past = null;
     this.reset();
   }
 
   // Forget the cache: the next call computes its whole prompt.
   reset() {
+    release(this.past);
     this.cached = []; // the token ids whose keys and values the cache holds, in order
     this.past = null;
     this.stats = { reused: 0, computed: 0 };
   }
 
-  // Keep the first n cached positions (a view would keep the old buffers alive: copy).
-  trim(n) {
+  // Keep the first n cached positions (a view would keep the old buffers alive: copy; a cache on
+  // the GPU comes down once, which only a chat that changed an earlier turn pays).
+  async trim(n) {
     if (n >= this.cached.length) return;
     if (n === 0 || !this.past) return this.reset();
     const { ort, kvHeads, headDim } = this;
     const length = this.cached.length;
     for (const [name, tensor] of Object.entries(this.past)) {
+      const data = await tensor.getData();
       const kept = new Float32Array(kvHeads * n * headDim);
       for (let h = 0; h < kvHeads; h++) {
-        kept.set(tensor.data.subarray(h * length * headDim, (h * length + n) * headDim), h * n * headDim);
+        kept.set(data.subarray(h * length * headDim, (h * length + n) * headDim), h * n * headDim);
       }
+      release({ name: tensor });
       this.past[name] = new ort.Tensor("float32", kept, [1, kvHeads, n, headDim]);
     }
     this.cached.length = n;
   }
 
   // Reuse the longest cached prefix of `ids` (all but its last token at most); the ids left to run.
-  reuse(ids, keepLast = true) {
+  async reuse(ids, keepLast = true) {
     let common = 0;
     while (common < this.cached.length && common < ids.length && this.cached[common] === ids[common]) common++;
-    this.trim(keepLast ? Math.min(common, ids.length - 1) : common);
+    await this.trim(keepLast ? Math.min(common, ids.length - 1) : common);
     this.stats = { reused: this.cached.length, computed: ids.length - this.cached.length };
     return ids.slice(this.cached.length);
   }
@@ -214,12 +226,18 @@ export class Generator {
   // Compute `ids` into the cache ahead of time (a chat's fixed system prompt, while the user types);
   // the cache then holds exactly `ids`.
   async prefill(ids) {
-    const rest = this.reuse(ids, false);
+    const rest = await this.reuse(ids, false);
     if (rest.length) await this.step(rest);
   }
 
   // Run `feedIds` after the cached positions: the logits of the last one.
   async step(feedIds) {
+    let logits;
+    for (let i = 0; i < feedIds.length; i += this.chunk) logits = await this.run(feedIds.slice(i, i + this.chunk));
+    return logits;
+  }
+
+  async run(feedIds) {
     const { ort } = this;
     const past = this.past ?? this.emptyPast();
     const length = this.cached.length + feedIds.length;
@@ -232,17 +250,19 @@ export class Generator {
       this.reset(); // the cache may be half-updated: start clean next time
       throw e;
     }
+    release(this.past);
     this.past = Object.fromEntries(this.pastNames.map((n) => [n, out[n.replace("past_key_values", "present")]]));
     this.cached.push(...feedIds);
     const vocab = out.logits.dims[2];
-    return out.logits.data.subarray((out.logits.dims[1] - 1) * vocab, out.logits.dims[1] * vocab);
+    const logits = await out.logits.getData(true); // on the GPU: downloaded, then its buffer freed
+    return logits.subarray((out.logits.dims[1] - 1) * vocab, out.logits.dims[1] * vocab);
   }
 
   async *generate(promptIds, opts = {}) {
     const maxNew = opts.maxNewTokens ?? 64;
     const rng = seeded(opts.seed ?? 0);
     const eos = new Set([...this.eos, ...(opts.eosIds ?? [])]);
-    let feedIds = this.reuse(promptIds); // the last prompt token is always run: its logits are needed
+    let feedIds = await this.reuse(promptIds); // the last prompt token is always run: its logits are needed
     const output = [];
     for (let i = 0; i < maxNew; i++) {
       if (opts.signal?.aborted) return;
@@ -259,4 +279,9 @@ export class Generator {
     const shape = [1, this.kvHeads, 0, this.headDim];
     return Object.fromEntries(this.pastNames.map((n) => [n, new this.ort.Tensor("float32", new Float32Array(0), shape)]));
   }
+}
+
+// Free the GPU buffers of a set of tensors (CPU tensors need nothing: the garbage collector has them).
+function release(tensors) {
+  for (const t of Object.values(tensors ?? {})) if (t.location === "gpu-buffer") t.dispose();
 }

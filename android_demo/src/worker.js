@@ -2,8 +2,6 @@
 // while a token is computed, and the KV cache never crosses threads. Messages in: load, prefill,
 // generate, reset (run one after another, in order), stop (at once). Messages out: ready, prefilled,
 // start, token, end, error.
-import * as ort from "../vendor/ort/ort.wasm.min.mjs";
-
 import { Generator } from "./generate.js";
 
 let generator = null;
@@ -18,15 +16,21 @@ const nextTask = () =>
     channel.port2.postMessage(0);
   });
 
-async function load({ graph, data, dataName, config, threads, wasmPaths }) {
+// onnxruntime-web ships one build per backend: the WASM build for the INT8 model (its CPU kernels
+// include MatMulInteger and GatherBlockQuantized), the WebGPU build for the INT4 one.
+const WEBGPU_CHUNK = 16; // prompt tokens per run on WebGPU (see Generator: its attention is wrong from 32)
+const BUILDS = { wasm: "../vendor/ort/ort.wasm.min.mjs", webgpu: "../vendor/ort/ort.webgpu.min.mjs" };
+
+async function load({ graph, data, dataName, config, threads, wasmPaths, device }) {
+  const ort = await import(BUILDS[device]);
+  ort.env.logLevel = "error"; // its warnings (e.g. "some nodes were not assigned to WebGPU") would read as failures
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = wasmPaths;
-  const session = await ort.InferenceSession.create(graph, {
-    executionProviders: ["wasm"],
-    externalData: [{ path: dataName, data }],
-  });
-  generator = new Generator(ort, session, config);
-  postMessage({ type: "ready", threads: ort.env.wasm.numThreads });
+  const options = { executionProviders: [device], externalData: [{ path: dataName, data }], logSeverityLevel: 3 };
+  if (device === "webgpu") options.preferredOutputLocation = "gpu-buffer"; // the KV cache stays on the GPU
+  const session = await ort.InferenceSession.create(graph, options);
+  generator = new Generator(ort, session, config, { chunk: device === "webgpu" ? WEBGPU_CHUNK : Infinity });
+  postMessage({ type: "ready", device, threads: ort.env.wasm.numThreads });
 }
 
 async function generate({ ids, opts }) {
@@ -34,6 +38,7 @@ async function generate({ ids, opts }) {
   const start = performance.now();
   let first = 0;
   let count = 0;
+  const made = [];
   try {
     const tokens = generator.generate(ids, { ...opts, signal: controller.signal });
     for await (const token of tokens) {
@@ -42,6 +47,7 @@ async function generate({ ids, opts }) {
         postMessage({ type: "start", ...generator.stats, ttft: (first - start) / 1000 });
       }
       count++;
+      made.push(token);
       postMessage({ type: "token", token });
       await nextTask();
     }
@@ -50,6 +56,7 @@ async function generate({ ids, opts }) {
       type: "end",
       stopped: controller.signal.aborted,
       tokens: count,
+      ids: made,
       ttft: count ? (first - start) / 1000 : (performance.now() - start) / 1000,
       decodeRate: count > 1 ? (count - 1) / seconds : 0,
       ...generator.stats,

@@ -4,17 +4,18 @@
 // asserts comes from the app's own log (window.qwenEdge.replies: tokens per paint, TTFT, decode
 // rate, prompt tokens reused), not from when the poll happened to look.
 // Usage: node test/e2e.mjs URL SHOT.png [--prompt TEXT]... [--stop-after N] [--temperature T]
-//        [--max-tokens N] [--throttle R] [--new-chat]      (prints one JSON line)
+//        [--max-tokens N] [--throttle R] [--new-chat] [--webgpu]      (prints one JSON line)
 // --stop-after N taps Stop in every turn once N tokens are on screen; --new-chat taps New chat at
-// the end (after the screenshot) and reports what is left on screen.
+// the end (after the screenshot) and reports what is left on screen. --webgpu starts Chromium with
+// WebGPU on (here: SwiftShader's CPU adapter, which the app uses only when the URL has ?ep=webgpu).
 import { chromium, devices } from "playwright-core";
 
 const [url, shot, ...rest] = process.argv.slice(2);
 const opt = { prompts: [], throttle: Number(process.env.THROTTLE || 4) };
 for (let i = 0; i < rest.length; i += 2) {
   const [flag, value] = [rest[i], rest[i + 1]];
-  if (flag === "--new-chat") {
-    opt.newChat = true;
+  if (flag === "--new-chat" || flag === "--webgpu") {
+    opt[flag === "--webgpu" ? "webgpu" : "newChat"] = true;
     i--;
   } else if (flag === "--prompt") opt.prompts.push(value);
   else if (flag === "--stop-after") opt.stopAfter = Number(value);
@@ -27,8 +28,8 @@ if (!opt.prompts.length) opt.prompts.push("Hello, who are you?");
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
+  args: ["--no-sandbox", opt.webgpu ? "--enable-unsafe-webgpu" : "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const result = { url, turns: [] };
 const stateIs = (page, states, timeout) =>
@@ -47,6 +48,7 @@ try {
   result.status = await page.textContent("#status");
   result.model = await page.textContent("#model");
   result.isolated = await page.evaluate(() => self.crossOriginIsolated);
+  result.device = await page.evaluate(() => window.qwenEdge?.device);
   if ((await page.evaluate(() => document.body.dataset.state)) === "error") {
     result.error = await page.textContent("#error");
   } else {
