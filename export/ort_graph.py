@@ -14,10 +14,11 @@ One layer, for hidden state h and residual r:
     r, x = SkipSimplifiedLayerNorm(r, MatMul(a, Wo))
     h    = MatMul(silu(MatMul(x, Wg)) * MatMul(x, Wu), Wd)     (Qwen2-MoE: the MoE kernel, see _moe)
 
-Beside model.onnx (logits of every position: what onnxruntime-genai and the evaluation read),
+Beside model.onnx (logits of every position: what onnxruntime-genai reads),
 model_last_logits.onnx is the same graph over the same weights file with the lm_head fed only
-the last position: what our runtime runs (the vocabulary-wide MatMul is a third of a 0.5B
-model's prefill compute otherwise).
+the last `num_logits` positions (an input): what our runtime and the phone app run — 1 to
+decode, k + 1 to check k speculative guesses, all for evaluation (the vocabulary-wide MatMul is
+a third of a 0.5B model's prefill compute otherwise).
 
 seqlens_k (per row, last attended index) and total_len come from attention_mask, as the
 kernel expects; positions are implied by them, so this graph has no position_ids input and
@@ -244,20 +245,27 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
 LAST_LOGITS = "model_last_logits.onnx"
 
 
+NUM_LOGITS = "num_logits"
+
+
 def write_last_logits(path: Path) -> str:
     """Write LAST_LOGITS beside `path`: its graph, reading the same external data, with a Slice to
-    the last position before the node that makes the logits. Returns the file name."""
+    the last `num_logits` positions (an int64 [1] input) before the node that makes the logits:
+    1 to decode, the k + 1 positions a speculative step checks, never every prompt position.
+    (Not an input with a default: ONNX Runtime's IO binding cannot bind those.) Returns the file name."""
     proto = onnx.load(str(path), load_external_data=False)
     graph = proto.graph
     head = next(i for i, n in enumerate(graph.node) if "logits" in n.output)
-    for name, value in (("/model/last/starts", -1), ("/model/last/ends", 2**62), ("/model/last/axes", 1)):
+    graph.input.append(helper.make_tensor_value_info(NUM_LOGITS, TensorProto.INT64, [1]))
+    for name, value in (("/model/last/ends", 2**62), ("/model/last/axes", 1)):
         graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [1], [value]))
     hidden = graph.node[head].input[0]
     names = [hidden, "/model/last/starts", "/model/last/ends", "/model/last/axes"]
     graph.node.insert(head, helper.make_node("Slice", names, ["/model/last/output_0"], name="/model/last/Slice"))
-    graph.node[head + 1].input[0] = "/model/last/output_0"
+    graph.node.insert(head, helper.make_node("Neg", [NUM_LOGITS], ["/model/last/starts"], name="/model/last/Neg"))
+    graph.node[head + 2].input[0] = "/model/last/output_0"
     logits = next(o for o in graph.output if o.name == "logits")
-    logits.type.tensor_type.shape.dim[1].dim_param = "1"
+    logits.type.tensor_type.shape.dim[1].dim_param = NUM_LOGITS
     onnx.save(proto, str(path.parent / LAST_LOGITS))
     return LAST_LOGITS
 

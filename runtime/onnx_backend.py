@@ -79,10 +79,17 @@ class OnnxModel:
             options.add_session_config_entry(key, str(value))
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
         self.graph = manifest.graph
-        # all_logits (evaluation) needs the graph whose logits cover every position
-        graph_file = manifest.model_file if all_logits else manifest.runtime_file or manifest.model_file
+        graph_file = manifest.runtime_file or manifest.model_file
         self.session = ort.InferenceSession(str(listed(folder, manifest, graph_file)), options, providers=providers)
         inputs = {i.name: i for i in self.session.get_inputs()}
+        # The runtime file takes how many last positions to project (num_logits); one
+        # written before that input existed has the last only, and all_logits (evaluation,
+        # speculative decoding) then needs model_file, whose logits cover every position.
+        self.tail = "num_logits" in inputs
+        if all_logits and not self.tail and graph_file != manifest.model_file:
+            path = listed(folder, manifest, manifest.model_file)
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            inputs = {i.name: i for i in self.session.get_inputs()}
         self.inputs = set(inputs)
         self.past = [n for n in inputs if n.startswith("past_key_values.")]
         first = inputs[self.past[0]]
@@ -99,17 +106,21 @@ class OnnxModel:
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")
         self.logits_dtype = np.float16 if "float16" in logits.type else np.float32
         self.vocab = logits.shape[-1]
-        self.last_only = logits.shape[1] == 1 or logits.shape[1] == "1"
+        self.last_only = self.tail or logits.shape[1] == 1 or logits.shape[1] == "1"
 
-    def bind_logits(self, binding, n: int, every: bool = False) -> np.ndarray:
-        """A buffer the next run writes the logits into ([1, n or 1, vocab])."""
-        out = np.empty((1, 1 if self.last_only and not every else n, self.vocab), self.logits_dtype)
+    def bind_logits(self, binding, n: int, every: bool = False, last: bool = False) -> np.ndarray:
+        """A buffer the next run writes the logits into ([1, n or 1, vocab]): every position's when
+        `every`, or when loaded with all_logits and not `last`."""
+        rows = n if every or (self.all_logits and not last) or not self.last_only else 1
+        if self.tail:
+            binding.bind_cpu_input("num_logits", np.array([rows], np.int64))
+        out = np.empty((1, rows, self.vocab), self.logits_dtype)
         binding.bind_output("logits", "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
         return out
 
     def last(self, logits: np.ndarray, last: bool = False) -> np.ndarray:
-        """What a cache's append returns from a run's [1, n, vocab] logits. (`last` on the ort
-        graph still computes every position's: its last-position graph is a second session.)"""
+        """What a cache's append returns from a run's [1, n, vocab] logits. (`last` on a graph
+        without num_logits still computes every position's.)"""
         every = self.all_logits and not last
         return logits[0].astype(np.float32) if every else logits[0, -1].astype(np.float32)
 
@@ -205,7 +216,7 @@ class SharedBufferCache:
         b = self.binding
         b.bind_cpu_input("input_ids", np.asarray(ids, np.int64)[None])
         b.bind_cpu_input("attention_mask", self.mask[:, :end])
-        logits = self.model.bind_logits(b, len(ids))
+        logits = self.model.bind_logits(b, len(ids), last=last)
         self.model.session.run_with_iobinding(b)
         self.length = end
         return self.model.last(logits, last)
@@ -251,7 +262,7 @@ class GrowingCache:
         for name in self.past:
             present[name] = ort.OrtValue.ortvalue_from_shape_and_type((1, m.kv_heads, end, m.head_dim), m.kv_dtype)
             b.bind_ortvalue_output(name.replace("past_key_values", "present"), present[name])
-        logits = m.bind_logits(b, n)
+        logits = m.bind_logits(b, n, last=last)
         m.session.run_with_iobinding(b)
         self.past = present
         self.length = end

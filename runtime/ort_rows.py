@@ -56,6 +56,8 @@ class RowPool:
                 bind = b.bind_input if kind == "past_key_values" else b.bind_output
                 bind(b_name, "cpu", 0, part.dtype, list(part.shape), part.ctypes.data)
         n = ids.shape[1]
+        if m.tail:
+            b.bind_cpu_input("num_logits", np.ones(1, np.int64))
         logits = np.empty((hi - lo, 1 if m.last_only else n, m.vocab), m.logits_dtype)
         b.bind_output("logits", "cpu", 0, logits.dtype, list(logits.shape), logits.ctypes.data)
         m.session.run_with_iobinding(b)

@@ -107,12 +107,14 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
         import onnxruntime as ort
 
         feeds = {"input_ids": np.array([[5, 17, 300]]), "attention_mask": np.ones((1, 3), np.int64)}
+        feeds["num_logits"] = np.array([2])  # the last two positions' logits
         runs = []
         for path in ("model_last_logits.onnx", "ort_mobile/model_last_logits.ort"):
             session = ort.InferenceSession(str(tmp_path / "int4" / path), providers=["CPUExecutionProvider"])
-            past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in session.get_inputs()[2:]}
+            pasts = [i for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+            past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in pasts}
             runs.append(session.run(["logits"], {**feeds, **past})[0])
-        assert np.abs(runs[0] - runs[1]).max() < 1e-4
+        assert runs[0].shape[1] == 2 and np.abs(runs[0] - runs[1]).max() < 1e-4
         prompt = "hello world, 快"
         expected = Engine.load(tmp_path / "int4").generate(prompt, max_new_tokens=12, ignore_eos=True).token_ids
         spec = tmp_path / "case.json"

@@ -366,6 +366,7 @@ def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folde
     import onnx
     from onnx import numpy_helper
 
+    from qwen_edge.export.ort_graph import write_last_logits
     from qwen_edge.quantize import onnx_weights
     from qwen_edge.quantize.evaluate import WindowLogits
 
@@ -406,6 +407,7 @@ def test_onnx_int4_graph_computes_what_its_dequantized_weights_compute(ort_folde
     fake = tmp_path / "fake"
     fake.mkdir()
     onnx.save_model(reference, str(fake / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    write_last_logits(fake / "model.onnx")  # the folder's runtime_file, as the manifest copied below lists
     shutil.copyfile(ort_folder / "manifest.json", fake / "manifest.json")
     ids = list(range(3, 40))
     got, want = WindowLogits(tmp_path / "q")(ids), WindowLogits(fake)(ids)

@@ -208,7 +208,10 @@ async function startModel(manifest, device, config) {
         [graphBytes.buffer, dataBytes.buffer],
       ); // fmt: transferred, not copied: the page keeps no second copy of the weights
     });
-    return { worker, device, threads: ready.threads, precision, megabytes: total / 1e6 };
+    // Prompt lookup on WebAssembly (?lookup=0: off). Not on WebGPU: a refused guess trims the cache,
+    // which there means bringing it down from the GPU.
+    const lookup = device === "wasm" && new URLSearchParams(location.search).get("lookup") !== "0";
+    return { worker, device, threads: ready.threads, precision, megabytes: total / 1e6, lookup };
   } catch (e) {
     worker.terminate();
     throw e;
@@ -348,7 +351,8 @@ async function main() {
         }
       };
       const { temperature, topP, topK, maxNewTokens } = settings;
-      model.worker.postMessage({ type: "generate", ids: prompt.ids, opts: { temperature, topP, topK, maxNewTokens, seed: Date.now() >>> 0 } });
+      const opts = { temperature, topP, topK, maxNewTokens, seed: Date.now() >>> 0, lookup: model.lookup ? {} : null };
+      model.worker.postMessage({ type: "generate", ids: prompt.ids, opts });
     });
     if (frame) cancelAnimationFrame(frame);
     pending += streamer.end();
@@ -364,12 +368,14 @@ async function main() {
     meta.textContent =
       `${end.tokens} tokens · ${end.decodeRate.toFixed(1)} tokens/s · first token ${end.ttft.toFixed(2)} s` +
       (end.reused ? ` · ${end.reused} of ${end.reused + end.computed} prompt tokens reused` : "") +
+      (end.drafted ? ` · ${end.accepted} of ${end.drafted} looked-up guesses kept` : "") +
       (prompt.dropped ? ` · ${prompt.dropped} oldest messages left out to fit` : "");
     const follow = nearBottom();
     out.after(meta);
     if (follow) scrollToEnd();
     $("speed").textContent = meta.textContent;
-    replies.push({ tokens: end.tokens, ttft_s: end.ttft, decode_tok_s: end.decodeRate, reused: end.reused, computed: end.computed, stopped: end.stopped, paints, prompt_ids: prompt.ids, ids: end.ids });
+    replies.push({ tokens: end.tokens, ttft_s: end.ttft, decode_tok_s: end.decodeRate, reused: end.reused, computed: end.computed,
+      drafted: end.drafted, accepted: end.accepted, stopped: end.stopped, paints, prompt_ids: prompt.ids, ids: end.ids }); // fmt: skip
     state(end.stopped ? "stopped" : "done");
   };
 }

@@ -4,9 +4,37 @@
 // The model is the exported `ort` graph (model_last_logits.onnx): each call's present KV becomes
 // the next call's past.
 
-export function sample(logits, opts, rng, seen = [], output = []) {
-  if (!((opts.temperature ?? 0) > 0)) return argmax(penalized(logits, opts, seen, output));
+// Prompt lookup's settings (the Python runtime's PromptLookup): tails of 3 to 1 tokens matched,
+// 2 guesses to start, at most 8.
+export const LOOKUP = { maxNgram: 3, startDraft: 2, maxDraft: 8 };
+
+// Up to k tokens that followed the latest earlier occurrence of the longest matching tail of `tokens`.
+export function propose(tokens, k, maxNgram = LOOKUP.maxNgram) {
+  const n = tokens.length;
+  for (let size = Math.min(maxNgram, n - 1); size >= 1; size--) {
+    for (let start = n - size - 1; start >= 0; start--) {
+      let match = true;
+      for (let i = 0; i < size && match; i++) match = tokens[start + i] === tokens[n - size + i];
+      if (match && start + size < n) return tokens.slice(start + size, start + size + k);
+    }
+  }
+  return [];
+}
+
+// Whether a guess stands: the argmax (greedy), or kept with its probability (sampling).
+function accepted(logits, guess, opts, rng, seen, output) {
+  if (!((opts.temperature ?? 0) > 0)) return argmax(penalized(logits, opts, seen, output)) === guess;
   const { ids, p } = probabilities(logits, opts, seen, output);
+  const j = ids.indexOf(guess);
+  return rng() < (j < 0 ? 0 : p[j]);
+}
+
+// The next token: greedy at temperature 0, else drawn; never `refused` (a guess just refused at this
+// position: what is left of p once it is taken out, renormalized).
+export function sample(logits, opts, rng, seen = [], output = [], refused = -1) {
+  if (!((opts.temperature ?? 0) > 0)) return argmax(penalized(logits, opts, seen, output));
+  let { ids, p } = probabilities(logits, opts, seen, output);
+  if (ids.includes(refused) && ids.length > 1) [ids, p] = keep(ids, p, (_, j) => ids[j] !== refused);
   let r = rng();
   for (let j = 0; j < p.length; j++) {
     r -= p[j];
@@ -180,6 +208,7 @@ export class Generator {
     this.session = session;
     this.chunk = chunk;
     this.pastNames = session.inputNames.filter((n) => n.startsWith("past_key_values."));
+    this.tail = session.inputNames.includes("num_logits"); // how many last positions to project (1 here)
     this.kvHeads = config.num_key_value_heads;
     this.headDim = config.head_dim ?? config.hidden_size / config.num_attention_heads;
     this.eos = new Set([].concat(config.eos_token_id ?? []));
@@ -237,7 +266,8 @@ export class Generator {
     return logits;
   }
 
-  async run(feedIds) {
+  // One session run: the logits of the last `rows` positions fed (one array, or an array per row).
+  async run(feedIds, rows = 0) {
     const { ort } = this;
     const past = this.past ?? this.emptyPast();
     const length = this.cached.length + feedIds.length;
@@ -245,7 +275,8 @@ export class Generator {
     const mask = new ort.Tensor("int64", new BigInt64Array(length).fill(1n), [1, length]);
     let out;
     try {
-      out = await this.session.run({ input_ids: ids, attention_mask: mask, ...past });
+      const wanted = this.tail ? { num_logits: new ort.Tensor("int64", BigInt64Array.of(BigInt(rows || 1)), [1]) } : {};
+      out = await this.session.run({ input_ids: ids, attention_mask: mask, ...wanted, ...past });
     } catch (e) {
       this.reset(); // the cache may be half-updated: start clean next time
       throw e;
@@ -255,23 +286,56 @@ export class Generator {
     this.cached.push(...feedIds);
     const vocab = out.logits.dims[2];
     const logits = await out.logits.getData(true); // on the GPU: downloaded, then its buffer freed
-    return logits.subarray((out.logits.dims[1] - 1) * vocab, out.logits.dims[1] * vocab);
+    const n = out.logits.dims[1];
+    if (!rows) return logits.subarray((n - 1) * vocab, n * vocab);
+    return Array.from({ length: rows }, (_, i) => logits.subarray((n - rows + i) * vocab, (n - rows + i + 1) * vocab));
   }
 
+  // Tokens one at a time; with `opts.lookup` (prompt lookup, on a graph with num_logits) each step
+  // also checks up to k guesses copied from where the last tokens occurred earlier in the prompt or
+  // the output, all in one run: a code edit repeats much of its prompt. Greedy gives exactly the
+  // plain text; sampling keeps its distribution (a guess d is kept with probability p(d), and at
+  // the first refusal the token is drawn from p without d): the Python runtime's rule.
   async *generate(promptIds, opts = {}) {
     const maxNew = opts.maxNewTokens ?? 64;
     const rng = seeded(opts.seed ?? 0);
     const eos = new Set([...this.eos, ...(opts.eosIds ?? [])]);
-    let feedIds = await this.reuse(promptIds); // the last prompt token is always run: its logits are needed
+    const lookup = this.tail && opts.lookup ? { ...LOOKUP, ...opts.lookup } : null;
     const output = [];
-    for (let i = 0; i < maxNew; i++) {
+    const seen = () => [...promptIds, ...output];
+    let logits = await this.step(await this.reuse(promptIds)); // the last prompt token is always run
+    let refused = -1;
+    let k = lookup?.startDraft ?? 0;
+    if (lookup) Object.assign(this.stats, { drafted: 0, accepted: 0 });
+    while (output.length < maxNew) {
       if (opts.signal?.aborted) return;
-      const last = await this.step(feedIds);
-      const token = sample(last, opts, rng, [...promptIds, ...output], output);
+      const token = sample(logits, opts, rng, seen(), output, refused);
       if (eos.has(token) && !opts.ignoreEos) return;
       output.push(token);
       yield token;
-      feedIds = [token];
+      const room = maxNew - output.length;
+      if (room <= 0) return;
+      const draft = lookup ? propose(seen(), Math.min(k, room), lookup.maxNgram) : [];
+      const base = this.cached.length;
+      const rows = await this.run([token, ...draft], draft.length + 1);
+      let kept = 0;
+      refused = -1;
+      for (; kept < draft.length; kept++) {
+        if (!accepted(rows[kept], draft[kept], opts, rng, seen(), output)) break;
+        if (eos.has(draft[kept]) && !opts.ignoreEos) return;
+        output.push(draft[kept]);
+        yield draft[kept];
+        if (output.length >= maxNew) return;
+      }
+      if (kept < draft.length) {
+        refused = draft[kept];
+        await this.trim(base + 1 + kept); // forget the refused guess and the ones after it
+      }
+      logits = rows[kept];
+      if (!draft.length) continue;
+      this.stats.drafted += draft.length;
+      this.stats.accepted += kept;
+      k = kept === draft.length ? Math.min(lookup.maxDraft, k + 2) : Math.max(1, kept + 1);
     }
   }
 

@@ -81,6 +81,14 @@ test("greedy tokens on onnxruntime-web equal the Python runtime's", { skip: !spe
   const out = await run(gen, ids, expected.length);
   assert.deepEqual(out, expected);
 
+  // Prompt lookup: guesses checked several per run, the refused ones trimmed from the cache; the
+  // greedy tokens stay the plain ones.
+  const looked = new Generator(ort, session, config);
+  const guessed = [];
+  for await (const t of looked.generate(ids, { maxNewTokens: expected.length, ignoreEos: true, lookup: {} })) guessed.push(t);
+  assert.deepEqual(guessed, expected);
+  assert.ok(looked.stats.drafted > 0 && looked.stats.accepted <= looked.stats.drafted, JSON.stringify(looked.stats));
+
   // A second turn computes only what the cache lacks (all but the last sampled token is cached)
   // and gives what a fresh generator gives on the whole prompt; so does a prompt that diverges.
   const next = [...ids, ...out, 7, 11, 13];
