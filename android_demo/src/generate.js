@@ -4,14 +4,15 @@
 // The model is the exported `ort` graph (model_last_logits.onnx): each call's present KV becomes
 // the next call's past.
 
-// Prompt lookup's settings (the Python runtime's PromptLookup): tails of 3 to 1 tokens matched,
-// 2 guesses to start, at most 8.
-export const LOOKUP = { maxNgram: 3, startDraft: 2, maxDraft: 8 };
+// Prompt lookup's settings (the Python runtime's PromptLookup, but tails of 3 to 2 tokens: in
+// WebAssembly a checked guess is not free — a run of 2 tokens costs ~1.3 of 1 — and one-token
+// matches guessed wrong too often; benchmarks/RESULTS.md), 2 guesses to start, at most 8.
+export const LOOKUP = { maxNgram: 3, minNgram: 2, startDraft: 2, maxDraft: 8 };
 
 // Up to k tokens that followed the latest earlier occurrence of the longest matching tail of `tokens`.
-export function propose(tokens, k, maxNgram = LOOKUP.maxNgram) {
+export function propose(tokens, k, maxNgram = LOOKUP.maxNgram, minNgram = 1) {
   const n = tokens.length;
-  for (let size = Math.min(maxNgram, n - 1); size >= 1; size--) {
+  for (let size = Math.min(maxNgram, n - 1); size >= minNgram; size--) {
     for (let start = n - size - 1; start >= 0; start--) {
       let match = true;
       for (let i = 0; i < size && match; i++) match = tokens[start + i] === tokens[n - size + i];
@@ -315,7 +316,7 @@ export class Generator {
       yield token;
       const room = maxNew - output.length;
       if (room <= 0) return;
-      const draft = lookup ? propose(seen(), Math.min(k, room), lookup.maxNgram) : [];
+      const draft = lookup ? propose(seen(), Math.min(k, room), lookup.maxNgram, lookup.minNgram) : [];
       const base = this.cached.length;
       const rows = await this.run([token, ...draft], draft.length + 1);
       let kept = 0;
