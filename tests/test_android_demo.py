@@ -121,7 +121,7 @@ def test_js_generation_rules_and_greedy_tokens_on_onnxruntime_web(tmp_path):
         config = json.loads((tmp_path / "int4" / "config.json").read_text())
         case = {"folder": str(tmp_path / "int4"), "prompt": prompt, "expected": expected, "config": config}
         spec.write_text(json.dumps({**case, "sampling": sampling_cases()}))
-        node_test("test/generate.test.mjs", passed=5, QWEN_EDGE_GENERATE_CASE=str(spec))
+        node_test("test/generate.test.mjs", passed=6, QWEN_EDGE_GENERATE_CASE=str(spec))
 
 
 def sampling_cases() -> list[dict]:

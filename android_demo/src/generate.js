@@ -23,7 +23,7 @@ export function propose(tokens, k, maxNgram = LOOKUP.maxNgram, minNgram = 1) {
 }
 
 // Whether a guess stands: the argmax (greedy), or kept with its probability (sampling).
-function accepted(logits, guess, opts, rng, seen, output) {
+export function accepted(logits, guess, opts, rng, seen = [], output = []) {
   if (!((opts.temperature ?? 0) > 0)) return argmax(penalized(logits, opts, seen, output)) === guess;
   const { ids, p } = probabilities(logits, opts, seen, output);
   const j = ids.indexOf(guess);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { Generator, TextStreamer, probabilities, sample, seeded } from "../src/generate.js";
+import { Generator, TextStreamer, accepted, probabilities, sample, seeded } from "../src/generate.js";
 import { Tokenizer } from "../src/tokenizer.js";
 
 test("greedy, min-p, top-k and penalties follow the Python rules", () => {
@@ -56,6 +56,23 @@ test("streams whole characters only, and never any part of a stop string", () =>
   assert.ok(s.stopped);
   const plain = new TextStreamer(bytesTok);
   assert.equal(ids.map((t) => plain.put(t)).join("") + plain.end(), text);
+});
+
+test("a guess kept with probability p(d), else a draw from p without d, is a draw from p", () => {
+  // the prompt-lookup rule (generate's accepted + sample with `refused`), by Monte Carlo
+  const logits = Float32Array.from([2.0, 1.0, 0.5, 0.0, -1.0]);
+  const opts = { temperature: 0.8, topP: 1 };
+  const { ids, p } = probabilities(logits, opts);
+  const rng = seeded(7);
+  for (const guess of [0, 2, 4]) {
+    const counts = new Array(logits.length).fill(0);
+    const n = 40000;
+    for (let i = 0; i < n; i++) {
+      const token = accepted(logits, guess, opts, rng) ? guess : sample(logits, opts, rng, [], [], guess);
+      counts[token]++;
+    }
+    ids.forEach((id, j) => assert.ok(Math.abs(counts[id] / n - p[j]) < 0.01, `guess ${guess}, token ${id}: ${counts[id] / n} vs ${p[j]}`));
+  }
 });
 
 const spec = process.env.QWEN_EDGE_GENERATE_CASE;
