@@ -238,7 +238,7 @@ export class Generator {
       for (let h = 0; h < kvHeads; h++) {
         kept.set(data.subarray(h * length * headDim, (h * length + n) * headDim), h * n * headDim);
       }
-      release({ name: tensor });
+      release([tensor]);
       this.past[name] = new ort.Tensor("float32", kept, [1, kvHeads, n, headDim]);
     }
     this.cached.length = n;
@@ -262,13 +262,13 @@ export class Generator {
 
   // Run `feedIds` after the cached positions: the logits of the last one.
   async step(feedIds) {
-    let logits;
-    for (let i = 0; i < feedIds.length; i += this.chunk) logits = await this.run(feedIds.slice(i, i + this.chunk));
-    return logits;
+    let rows;
+    for (let i = 0; i < feedIds.length; i += this.chunk) rows = await this.run(feedIds.slice(i, i + this.chunk));
+    return rows.at(-1);
   }
 
-  // One session run: the logits of the last `rows` positions fed (one array, or an array per row).
-  async run(feedIds, rows = 0) {
+  // One session run: the logits of the last `rows` positions fed, one array each.
+  async run(feedIds, rows = 1) {
     const { ort } = this;
     const past = this.past ?? this.emptyPast();
     const length = this.cached.length + feedIds.length;
@@ -276,7 +276,7 @@ export class Generator {
     const mask = new ort.Tensor("int64", new BigInt64Array(length).fill(1n), [1, length]);
     let out;
     try {
-      const wanted = this.tail ? { num_logits: new ort.Tensor("int64", BigInt64Array.of(BigInt(rows || 1)), [1]) } : {};
+      const wanted = this.tail ? { num_logits: new ort.Tensor("int64", BigInt64Array.of(BigInt(rows)), [1]) } : {};
       out = await this.session.run({ input_ids: ids, attention_mask: mask, ...wanted, ...past });
     } catch (e) {
       this.reset(); // the cache may be half-updated: start clean next time
@@ -287,8 +287,7 @@ export class Generator {
     this.cached.push(...feedIds);
     const vocab = out.logits.dims[2];
     const logits = await out.logits.getData(true); // on the GPU: downloaded, then its buffer freed
-    const n = out.logits.dims[1];
-    if (!rows) return logits.subarray((n - 1) * vocab, n * vocab);
+    const n = out.logits.dims[1]; // rows, or every position fed on a graph without num_logits
     return Array.from({ length: rows }, (_, i) => logits.subarray((n - rows + i) * vocab, (n - rows + i + 1) * vocab));
   }
 
