@@ -23,6 +23,8 @@ class RowPool:
     def __init__(self, model, rows: int, initial: int = 256):
         self.model, self.rows = model, rows
         self.binding = model.session.io_binding()
+        if model.tail:  # rows decode one token each: one position's logits, bound once
+            self.binding.bind_cpu_input("num_logits", np.ones(1, np.int64))
         self.slots = 0
         self.arrays: dict[str, np.ndarray] = {}
         self.members = [PoolRow(self, r) for r in range(rows)]
@@ -56,8 +58,6 @@ class RowPool:
                 bind = b.bind_input if kind == "past_key_values" else b.bind_output
                 bind(b_name, "cpu", 0, part.dtype, list(part.shape), part.ctypes.data)
         n = ids.shape[1]
-        if m.tail:
-            b.bind_cpu_input("num_logits", np.ones(1, np.int64))
         logits = np.empty((hi - lo, 1 if m.last_only else n, m.vocab), m.logits_dtype)
         b.bind_output("logits", "cpu", 0, logits.dtype, list(logits.shape), logits.ctypes.data)
         m.session.run_with_iobinding(b)
