@@ -11,8 +11,11 @@ decode for the traced IR):
     Qwen2-MoE   every expert at once, weighted by a sparse routing matrix (see _moe)
 
 Weights are fp16 constants each behind one Convert (the form NNCF compresses and the plugins
-decompress on the fly), or fp32 constants. The model is stateless here — past_key_values.{i}.*
-in, present.{i}.* out, optimum's names — and `openvino_ir.to_stateful` turns it stateful.
+decompress on the fly), or fp32 constants; or, given a `quantizer` (see QuantizedWeight), integer
+constants decompressed as NNCF writes them, compressed as each weight is read (the model may be a
+models.lazy.LazyModel: then no more than one weight is ever held in float). The model is
+stateless here — past_key_values.{i}.* in, present.{i}.* out, optimum's names — and
+`openvino_ir.to_stateful` turns it stateful.
 Tests hold it to our torch model's logits.
 """
 
@@ -23,6 +26,8 @@ import torch
 
 from qwen_edge.models.qwen2 import Qwen2ForCausalLM
 
+from .quantized_weight import QuantizedWeight, Quantizer
+
 
 class OpenVINOGraphError(ValueError):
     """The model cannot be built as an OpenVINO graph here."""
@@ -31,11 +36,19 @@ class OpenVINOGraphError(ValueError):
 class _Ops:
     """The weights and the few helpers every layer part below uses."""
 
-    def __init__(self, model: Qwen2ForCausalLM, fp16: bool):
+    def __init__(self, model: Qwen2ForCausalLM, fp16: bool, quantizer: Quantizer | None = None):
         import openvino.opset13 as ops
 
-        self.ops, self.cfg, self.fp16 = ops, model.config, fp16
-        self.sd = {k: v.detach() for k, v in model.state_dict().items()}
+        if quantizer is not None and not fp16:
+            raise OpenVINOGraphError("quantized weights are decompressed to fp16: build with fp16=True")
+        self.ops, self.cfg, self.fp16, self.quantizer = ops, model.config, fp16, quantizer
+        self.sd = model.state_dict()  # detached tensors, or a LazyWeights reading each on access
+
+    def matrix(self, name: str):
+        """A [out, in] weight (or the embedding table) as a constant, quantized when the quantizer says so."""
+        t = self.sd[name]
+        q = self.quantizer(name, t) if self.quantizer is not None else None
+        return self.weight(name, t) if q is None else _decompressed(_integer_weight(self.ops, name, q, t.shape), name)
 
     def weight(self, name: str, t: torch.Tensor):
         # Shares the tensor's memory (the constant keeps the array alive): no second copy of the model.
@@ -48,7 +61,7 @@ class _Ops:
 
     def linear(self, x, prefix: str, bias: bool = False):
         ops, sd = self.ops, self.sd
-        y = ops.matmul(x, self.weight(f"{prefix}.weight", sd[f"{prefix}.weight"]), False, True, name=f"{prefix}/MatMul")
+        y = ops.matmul(x, self.matrix(f"{prefix}.weight"), False, True, name=f"{prefix}/MatMul")
         return ops.add(y, self.weight(f"{prefix}.bias", sd[f"{prefix}.bias"]), name=f"{prefix}/Add") if bias else y
 
     def rms_norm(self, x, prefix: str):
@@ -135,7 +148,7 @@ def _moe(o: _Ops, i: int, x):
     return ops.add(routed, shared)
 
 
-def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = None):
+def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = None, quantizer: Quantizer | None = None):
     """The stateless ov.Model of `model`; weights fp16 (decompressed by Convert) or fp32.
 
     `capacity` selects the static cache layout (the NPU's): batch 1, past_key_values.* of
@@ -143,8 +156,8 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = Non
     to, and `attention_mask` covering all slots; the window t stays symbolic until reshaped."""
     import openvino as ov
 
-    o = _Ops(model, fp16)
-    ops, const, cfg, sd = o.ops, o.const, o.cfg, o.sd
+    o = _Ops(model, fp16, quantizer)
+    ops, const, cfg = o.ops, o.const, o.cfg
 
     def param(name, shape, dtype):
         p = ops.parameter(ov.PartialShape(shape), dtype, name=name)
@@ -162,7 +175,7 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = Non
     ]
     cache_position = param("cache_position", [-1], ov.Type.i64) if capacity else None
 
-    table = o.weight("model.embed_tokens.weight", sd["model.embed_tokens.weight"])
+    table = o.matrix("model.embed_tokens.weight")
     x = ops.gather(table, ids, const(0), name="model.embed_tokens/Gather")
 
     # cos / sin [b, 1, t, d], shared by all layers (YaRN scales them)
@@ -212,7 +225,7 @@ def build(model: Qwen2ForCausalLM, fp16: bool = True, capacity: int | None = Non
     return ov.Model(results, inputs, "qwen2")
 
 
-def _decompressed(f16_constant):
+def _decompressed(f16_constant, name: str | None = None):
     """f16_constant -> Convert(f32) marked as weight decompression. Without the mark the plugins
     fold the Convert and run on fp32 weights (2x the bytes per token); Python cannot set the mark,
     so it is taken from OpenVINO's own fp16 compression of a one-element stand-in."""
@@ -226,5 +239,22 @@ def _decompressed(f16_constant):
     convert = stand_in.get_results()[0].input_value(0).get_node()
     convert.set_arguments([f16_constant.output(0)])
     convert.validate_and_infer_types()
-    convert.set_friendly_name(f"{f16_constant.get_friendly_name()}/Convert")
+    convert.set_friendly_name(f"{name or f16_constant.get_friendly_name()}/Convert")
     return convert.output(0)
+
+
+def _integer_weight(ops, name: str, q: QuantizedWeight, shape):
+    """NNCF's decompression subgraph, fp16 out: (Convert(values) - Convert(zero point)) * scale,
+    reshaped from groups back to [out, in]; the plugins fuse it into the MatMul or Gather."""
+    import openvino as ov
+
+    kind = {(4, False): ov.Type.u4, (4, True): ov.Type.i4, (8, False): ov.Type.u8, (8, True): ov.Type.i8}
+    dtype = kind[(q.bits, q.zero_point is None)]
+    values = ops.convert(ops.constant(q.values, dtype=dtype, name=name), ov.Type.f16)
+    if q.zero_point is not None:
+        zp = ops.convert(ops.constant(q.zero_point, dtype=dtype, name=f"{name}/zero_point"), ov.Type.f16)
+        values = ops.subtract(values, zp, name=f"{name}/zero_point/subtract")
+    y = ops.multiply(values, ops.constant(q.scale.astype(np.float16), name=f"{name}/scale"), name=f"{name}/fq_weights")
+    if q.values.ndim == 3:
+        y = ops.reshape(y, ops.constant(np.array(shape, np.int64)), False)
+    return y.output(0).get_node()

@@ -39,10 +39,14 @@ from qwen_edge.models.qwen2 import Qwen2ForCausalLM
 
 from .external_data import ExternalData
 from .onnx_graph import kv_names
+from .quantized_weight import QuantizedWeight, Quantizer
 
 OPSET = 20  # below 21, NNCF compresses MatMul weights to ONNX Runtime's MatMulNBits
 IR_VERSION = 10  # onnx 1.23 writes 14; onnxruntime-web 1.30 (the mobile demo's) reads up to 13
 MS = "com.microsoft"
+# MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute — activations quantized per block and
+# int8 dot products: several times faster prefill on CPU for a small error.
+ACCURACY_LEVEL = 4
 
 
 class OrtGraphError(ValueError):
@@ -52,9 +56,10 @@ class OrtGraphError(ValueError):
 class _Graph:
     """Nodes and initializers as they are written; each layer part below adds its own."""
 
-    def __init__(self, model: Qwen2ForCausalLM, data: ExternalData):
+    def __init__(self, model: Qwen2ForCausalLM, data: ExternalData, quantizer: Quantizer | None = None):
         self.cfg, self.data, self.nodes, self.inits = model.config, data, [], []
-        self.sd = {k: v.detach() for k, v in model.state_dict().items()}
+        self.sd = model.state_dict()  # detached tensors, or a LazyWeights reading each on access
+        self.quantizer = quantizer
 
     def node(self, op, name, inputs, n_out=1, domain="", **attrs):
         outputs = [f"{name}/output_{i}" for i in range(n_out)]
@@ -62,7 +67,8 @@ class _Graph:
         return outputs[0] if n_out == 1 else outputs
 
     def weight(self, name, tensor):
-        self.inits.append(self.data.tensor(name, tensor.contiguous().numpy()))
+        array = tensor.contiguous().numpy() if isinstance(tensor, torch.Tensor) else tensor
+        self.inits.append(self.data.tensor(name, array))
         return name
 
     def const(self, name, array):
@@ -70,8 +76,31 @@ class _Graph:
         self.inits.append(helper.make_tensor(name, dtype, array.shape, array.flatten().tolist()))
         return name
 
-    def linear(self, name, x, key):  # stored [in, out], as MatMul (and MatMulNBits) read it
-        return self.node("MatMul", f"{name}/MatMul", [x, self.weight(key, self.sd[key].T)])
+    def linear(self, name, x, key, w=None):
+        """x @ w.T for w [out, in] (the weight `key` unless given): MatMul over w stored [in, out],
+        or MatMulNBits when the quantizer returns integers for it."""
+        w = self.sd[key] if w is None else w
+        q = self.quantizer(key, w) if self.quantizer is not None else None
+        if q is None:
+            return self.node("MatMul", f"{name}/MatMul", [x, self.weight(key, w.T)])
+        inputs, attrs = self.nbits(key, q)
+        return self.node("MatMulNBits", f"{name}/MatMulNBits", [x, *inputs], domain=MS, **attrs)
+
+    def nbits(self, key: str, q: QuantizedWeight) -> tuple[list[str], dict]:
+        """MatMulNBits's B, scales and zero points (ONNX Runtime's layout) for `q`, and its attributes."""
+        values, scale, zp, blocks = _blocked(q)
+        n, block = values.shape[0], values.shape[2]
+        attrs = {"K": blocks * block, "N": n, "bits": q.bits, "block_size": block, "accuracy_level": ACCURACY_LEVEL}
+        half = 1 << (q.bits - 1)
+        if zp is None:  # symmetric: stored unsigned, the kernel's default zero point (8 or 128) undoes it
+            values = (values.astype(np.int16) + half).astype(np.uint8)
+        if q.bits == 4:
+            values = values[..., 0::2] | (values[..., 1::2] << 4)
+            if zp is not None:
+                zp = np.pad(zp, ((0, 0), (0, blocks % 2)), constant_values=half)
+                zp = zp[:, 0::2] | (zp[:, 1::2] << 4)
+        names = [self.weight(f"{key}.q{q.bits}", values), self.weight(f"{key}.scales", scale.reshape(n * blocks))]
+        return names + ([self.weight(f"{key}.zero_points", zp.reshape(-1))] if zp is not None else []), attrs
 
     def rms_norm(self, name, key, h, residual=None):
         """(normed, residual): SimplifiedLayerNorm(h) first, then SkipSimplifiedLayerNorm(residual + h)."""
@@ -95,9 +124,9 @@ class _Graph:
 def _attention(g: _Graph, i: int, x: str, lengths: tuple[str, str], rotary: tuple[str, str]) -> str:
     """qkv = MatMul(x, Wqkv) + b; GroupQueryAttention (rotary fused, KV written to present.i.*); o_proj."""
     cfg, sd, a, base = g.cfg, g.sd, f"model.layers.{i}.self_attn.", f"/model/layers.{i}/attn"
-    w_qkv = torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]).T
+    w_qkv = torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]])
     b_qkv = torch.cat([sd[a + "q_proj.bias"], sd[a + "k_proj.bias"], sd[a + "v_proj.bias"]])
-    qkv = g.node("MatMul", f"{base}/qkv_proj/MatMul", [x, g.weight(a + "qkv_proj.weight", w_qkv)])
+    qkv = g.linear(f"{base}/qkv_proj", x, a + "qkv_proj.weight", w_qkv)
     qkv = g.node("Add", f"{base}/qkv_proj/Add", [qkv, g.weight(a + "qkv_proj.bias", b_qkv)])
     attn, _, _ = g.node(
         "GroupQueryAttention",
@@ -114,6 +143,43 @@ def _attention(g: _Graph, i: int, x: str, lengths: tuple[str, str], rotary: tupl
     )
     g.nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
     return g.linear(f"{base}/o_proj", attn, a + "o_proj.weight")
+
+
+def _embedding(g: _Graph) -> str:
+    """Gather from the table, or GatherBlockQuantized when the quantizer returns (symmetric) integers."""
+    key = "model.embed_tokens.weight"
+    table = g.sd[key]
+    q = g.quantizer(key, table) if g.quantizer is not None else None
+    if q is None:
+        return g.node("Gather", "/model/embed_tokens/Gather", [g.weight(key, table), "input_ids"])
+    if q.bits != 4 or q.zero_point is not None or q.values.ndim != 3:
+        raise OrtGraphError("GatherBlockQuantized tables are written symmetric INT4 in blocks here")
+    rows, blocks, block = q.values.shape
+    values = (q.values.astype(np.int16) + 8).astype(np.uint8).reshape(rows, blocks * block)
+    packed = g.weight(f"{key}_q4", values[:, 0::2] | (values[:, 1::2] << 4))
+    scales = g.weight(f"{key}_scales", q.scale.reshape(rows, blocks).astype(np.float32))
+    attrs = {"bits": 4, "block_size": block, "gather_axis": 0, "quantize_axis": 1}
+    return g.node("GatherBlockQuantized", "/model/embed_tokens/GatherBlockQuantized", [packed, "input_ids", scales],
+                  domain=MS, **attrs)  # fmt: skip
+
+
+def _blocked(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """(values [N, blocks, block], scales [N, blocks], zero points [N, blocks] or None, blocks):
+    a per-channel weight gets the largest block (128..16) dividing its input size, its channel's
+    scale and zero point repeated per block — the same values, in the layout MatMulNBits reads."""
+    n = q.values.shape[0]
+    if q.values.ndim == 3:
+        blocks = q.values.shape[1]
+        zp = None if q.zero_point is None else q.zero_point.reshape(n, blocks)
+        return q.values, q.scale.reshape(n, blocks).astype(np.float32), zp, blocks
+    k = q.values.shape[1]
+    block = next((b for b in (128, 64, 32, 16) if k % b == 0), None)
+    if block is None:
+        raise OrtGraphError(f"no MatMulNBits block (16..128) divides the input size {k}")
+    blocks = k // block
+    zp = None if q.zero_point is None else np.repeat(q.zero_point.reshape(n, 1), blocks, 1)
+    scale = np.repeat(q.scale.reshape(n, 1).astype(np.float32), blocks, 1)
+    return q.values.reshape(n, blocks, block), scale, zp, blocks
 
 
 def _mlp(g: _Graph, name: str, x: str, prefix: str) -> str:
@@ -171,17 +237,21 @@ def _moe(g: _Graph, i: int, x: str) -> str:
     return g.node("Add", f"{base}/Add", [y, g.node("Mul", f"{base}/shared_expert/Scale", [shared, weight])])
 
 
-def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None) -> dict:
-    """Write `path` (+ `path`.data); return the io spec. Weights stored in the model's dtype."""
+def build(
+    model: Qwen2ForCausalLM, path: Path, context_length: int | None = None, quantizer: Quantizer | None = None
+) -> dict:
+    """Write `path` (+ `path`.data); return the io spec. Weights stored in the model's dtype, or as
+    the quantizer returns them (MatMulNBits; the embedding GatherBlockQuantized). The model may be
+    a models.lazy.LazyModel: each weight is then read, written and dropped in turn."""
     cfg = model.config
-    dtype = model.lm_head.weight.dtype
+    dtype = model.state_dict()["model.norm.weight"].dtype
     if dtype not in (torch.float32, torch.float16):
         raise OrtGraphError(f"the ort graph stores fp32 or fp16 weights, not {dtype}")
     elem = TensorProto.FLOAT if dtype == torch.float32 else TensorProto.FLOAT16
     context_length = context_length or cfg.max_position_embeddings
 
     with ExternalData(path.parent / (path.name + ".data")) as data:
-        g = _Graph(model, data)
+        g = _Graph(model, data, quantizer)
         one = g.const("/model/constants/INT64/[1]", np.array([1], np.int64))
         # seqlens_k = sum(mask) - 1 and total_sequence_length, as int32 (the kernel's contract)
         mask_sum = g.node("ReduceSum", "/model/attn_mask/ReduceSum", ["attention_mask", one], keepdims=0)
@@ -203,8 +273,7 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
         cos = g.weight("cos_cache", (freqs.cos() * model.rope_scale).to(dtype))
         sin = g.weight("sin_cache", (freqs.sin() * model.rope_scale).to(dtype))
 
-        embed = g.weight("model.embed_tokens.weight", g.sd["model.embed_tokens.weight"])
-        h, residual = g.node("Gather", "/model/embed_tokens/Gather", [embed, "input_ids"]), None
+        h, residual = _embedding(g), None
         for i in range(cfg.num_hidden_layers):
             p, base = f"model.layers.{i}.", f"/model/layers.{i}"
             x, residual = g.rms_norm(f"{base}/input_layernorm", p + "input_layernorm.weight", h, residual)
@@ -214,7 +283,7 @@ def build(model: Qwen2ForCausalLM, path: Path, context_length: int | None = None
             )
             h = _moe(g, i, x) if cfg.is_moe_layer(i) else _mlp(g, f"{base}/mlp", x, p + "mlp.")
         x, _ = g.rms_norm("/model/norm", "model.norm.weight", h, residual)
-        # A tied head is stored transposed once more: MatMul (and MatMulNBits once quantized) wants [hidden, vocab].
+        # A tied head is stored once more: MatMul wants it [hidden, vocab], MatMulNBits [vocab, blocks, block].
         g.linear("/lm_head", x, "lm_head.weight")
         g.nodes[-1].output[0] = "logits"
 

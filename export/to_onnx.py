@@ -13,6 +13,7 @@ from qwen_edge.models.loaders import Loaded, load, source_paths
 
 from . import bundle, onnx_graph, ort_graph
 from .bundle import write_model_files
+from .quantized_weight import Quantizer, quantized_info
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,15 @@ def export_onnx(
     max_context: int | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
+    quantizer: Quantizer | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """Export MODEL (see qwen_edge.models.loaders.load, or an already loaded one) as an ONNX
     folder; return its manifest. `max_context`: the longest prompt + reply the folder serves (see
-    context_default)."""
+    context_default). `quantizer` (the `ort` graph only) compresses each weight as it is written
+    (see export/quantized_weight.py); `recipe` (its name first) is then what the manifest records."""
+    if quantizer is not None and graph != "ort":
+        raise ExportError("quantized weights are written into the ort graph only")
 
     if graph not in GRAPHS:
         raise ExportError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
@@ -68,7 +74,7 @@ def export_onnx(
         steps.set_postfix_str("trace")
         extra = {}
         if graph == "ort":
-            io = ort_graph.build(loaded.model, tmp / "model.onnx")
+            io = ort_graph.build(loaded.model, tmp / "model.onnx", quantizer=quantizer)
             extra["runtime_file"] = ort_graph.write_last_logits(tmp / "model.onnx")
         else:
             io = onnx_graph.trace(loaded.model, tmp / "model.onnx", graph, max_prompt, max_context, graph == "static")
@@ -90,12 +96,13 @@ def export_onnx(
                 "format": "onnx",
                 "graph": graph,
                 "model_file": "model.onnx",
-                "precision": dtype,
+                "precision": recipe["name"] if recipe else dtype,
                 "source": loaded.source,
                 "config": loaded.config.to_dict(),
                 "shapes": shapes,
                 "io": io,
                 **extra,
+                **quantized_info(recipe),
                 "tokenizer": (tmp / "tokenizer.json").exists(),
             },
         )

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from qwen_edge.models.loaders import Loaded, load, source_paths
 
 from . import bundle, npu_rules, openvino_graph, openvino_ir
+from .quantized_weight import Quantizer, quantized_info
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,12 @@ def export_openvino(
     max_context: int | None = None,
     overwrite: bool = False,
     compress: Callable | None = None,
+    quantizer: Quantizer | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """Export MODEL as an OpenVINO IR folder; return its manifest. `compress(ov.Model) -> (ov.Model,
-    recipe dict)` is required by the NPU profile."""
+    recipe dict)` is required by the NPU profile. `quantizer` compresses each weight as the graph
+    is built (see export/quantized_weight.py); `recipe` (its name first) is then what the manifest records."""
     if weights not in WEIGHTS:
         raise OpenVINOExportError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     if device_profile not in (None, *PROFILES):
@@ -81,7 +85,7 @@ def export_openvino(
         steps.update()
         extra = {"ir_from": "built"}
         capacity = max_context if device_profile else None  # the NPU's static cache layout
-        graph = openvino_graph.build(loaded.model, fp16=fp16, capacity=capacity)
+        graph = openvino_graph.build(loaded.model, fp16=fp16, capacity=capacity, quantizer=quantizer)
         if owned:
             del loaded  # the graph's constants share the weights' memory: no copy either way
         steps.update()
@@ -101,7 +105,7 @@ def export_openvino(
                 "format": "openvino",
                 "graph": "static" if device_profile else "stateless" if stateless else "stateful",
                 "model_file": openvino_ir.MODEL_XML,
-                "precision": "int4" if device_profile else weights,
+                "precision": "int4" if device_profile else recipe["name"] if recipe else weights,
                 "source": source,
                 "config": cfg.to_dict(),
                 # max_context: static KV slots; on a dynamic IR, the limit our runtime keeps when asked
@@ -110,6 +114,7 @@ def export_openvino(
                 else {},
                 "io": io,
                 **extra,
+                **quantized_info(recipe),
                 "tokenizer": (tmp / "tokenizer.json").exists(),
             },
         )

@@ -232,6 +232,16 @@ def _config(path: Path, reader) -> Qwen2Config:
     return Qwen2Config.from_dict(d)
 
 
+def our_name(gguf_name: str) -> str | None:
+    """A dense Qwen2 tensor's name in this project (transformers' names); None for MoE experts."""
+    if gguf_name in _TOP:
+        return _TOP[gguf_name]
+    parts = gguf_name.split(".", 3)
+    if len(parts) != 4 or parts[0] != "blk" or parts[2] not in _BLOCK:
+        return None
+    return f"model.layers.{parts[1]}.{_BLOCK[parts[2]]}.{parts[3]}"
+
+
 def read_tensors(path: Path, cfg: Qwen2Config, dtype=torch.float32, reader=None) -> dict[str, torch.Tensor]:
     """Every tensor dequantized, under this project's (transformers') names."""
     reader = reader or _reader(path)

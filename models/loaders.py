@@ -21,7 +21,7 @@ from qwen_edge.runtime.json_file import read_object
 from qwen_edge.runtime.manifest import sha256_file
 from qwen_edge.runtime.result import first_line
 
-from . import fetch, gguf_file, safetensors_file, shapes
+from . import fetch, gguf_file, lazy, safetensors_file, shapes
 from .qwen2 import Qwen2Config, Qwen2ForCausalLM, UnsupportedModelError, sanitize
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,20 @@ def source_paths(model: str | Loaded) -> list[Path]:
 
 
 def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None) -> Loaded:
+    cfg, files = _hf_folder(folder)
+    # One digest for the folder: sha256 over the config's and each weight file's sha256, hashed on
+    # a second thread while the weights are read (hashlib lets go of the GIL).
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(_hf_digest, folder, files)
+        weights = {}
+        for f in files:
+            weights.update(safetensors_file.read(f, dtype))
+        model = from_weights(cfg, weights, dtype, where=str(folder))
+        src = {**(source or {"kind": "hf", "path": str(folder.resolve())}), "sha256": digest.result()}
+    return Loaded(model, src, folder if (folder / "tokenizer.json").exists() else None)
+
+
+def _hf_folder(folder: Path) -> tuple[Qwen2Config, list[Path]]:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise ModelSourceError(f"{folder} has no config.json: is it an HF model folder?")
@@ -140,19 +154,14 @@ def load_hf_folder(folder: Path, dtype=torch.float32, source: dict | None = None
             else "no *.safetensors weights"
         )
         raise ModelSourceError(f"{folder} has {hint}")
-    # One digest for the folder: sha256 over the config's and each weight file's sha256, hashed on
-    # a second thread while the weights are read (hashlib lets go of the GIL).
-    with ThreadPoolExecutor(1) as pool:
-        sums = pool.map(sha256_file, [config_path, *files])
-        weights = {}
-        for f in files:
-            weights.update(safetensors_file.read(f, dtype))
-        digest = hashlib.sha256()
-        for f, sha in zip([config_path, *files], sums, strict=True):
-            digest.update(f"{f.name} {sha}\n".encode())
-    model = from_weights(cfg, weights, dtype, where=str(folder))
-    src = {**(source or {"kind": "hf", "path": str(folder.resolve())}), "sha256": digest.hexdigest()}
-    return Loaded(model, src, folder if (folder / "tokenizer.json").exists() else None)
+    return cfg, files
+
+
+def _hf_digest(folder: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in [folder / "config.json", *files]:
+        digest.update(f"{f.name} {sha256_file(f)}\n".encode())
+    return digest.hexdigest()
 
 
 def load_gguf(path: Path, dtype=torch.float32) -> Loaded:
@@ -163,9 +172,36 @@ def load_gguf(path: Path, dtype=torch.float32) -> Loaded:
     # fp16 export: half of fp32), plus one tensor in fp32.
     weights = gguf_file.read_tensors(path, cfg, dtype, reader)
     model = from_weights(cfg, weights, dtype, where=path.name)
+    return Loaded(model, *_gguf_source(path, cfg, reader))
+
+
+def _gguf_source(path: Path, cfg: Qwen2Config, reader) -> tuple[dict, Path]:
     sha = fetch.verified_sha256(path) or (sha256_file(path) if path.stat().st_size < (4 << 30) else None)
     tok_dir = gguf_tokenizer(path, sha, cfg, reader)
-    return Loaded(model, {"kind": "gguf", "path": str(path.resolve()), "sha256": sha}, tok_dir)
+    return {"kind": "gguf", "path": str(path.resolve()), "sha256": sha}, tok_dir
+
+
+def open_lazy(source: str, dtype: torch.dtype = torch.float32, tokenizer: str | None = None) -> Loaded:
+    """MODEL with its weights left in the file, read tensor by tensor by whoever uses them
+    (lazy.LazyModel): a GGUF file, a known model or an HF folder. Raises lazy.LazyError for what
+    must be loaded whole (random shapes, MoE, hub ids)."""
+    src = str(source)
+    path = fetch.fetch(fetch.KNOWN_FILES[src.lower()]) if src.lower() in fetch.KNOWN_FILES else Path(src).expanduser()
+    if path.is_dir():
+        cfg, files = _hf_folder(path)
+        model = lazy.from_safetensors(path, files, cfg, dtype)
+        loaded = Loaded(model, {"kind": "hf", "path": str(path.resolve()), "sha256": _hf_digest(path, files)},
+                        path if (path / "tokenizer.json").exists() else None)  # fmt: skip
+    elif path.is_file() and (path.suffix.lower() == ".gguf" or _magic(path) == b"GGUF"):
+        reader = gguf_file._reader(path)
+        cfg = gguf_file.read_config(path, reader)
+        loaded = Loaded(lazy.from_gguf(path, cfg, dtype, reader), *_gguf_source(path, cfg, reader))
+    else:
+        raise lazy.LazyError(f"{src} is loaded whole (only GGUF files, known models and HF folders are read lazily)")
+    if tokenizer is not None:
+        loaded.tokenizer_dir = tokenizer_folder(tokenizer, loaded.config)
+        loaded.source = {**loaded.source, "tokenizer": str(tokenizer)}
+    return loaded
 
 
 def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2ForCausalLM:
@@ -177,13 +213,9 @@ def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2For
     expected = dict(model.state_dict())
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight")
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
-    for problem, names in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
-        if names:
-            more = f" (+{len(names) - 1} more)" if len(names) > 1 else ""
-            raise ModelSourceError(f"{where}: weights do not match its config: {problem} {names[0]}{more}")
+    problem = lazy.mismatch({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in weights.items()}, where)
+    if problem:
+        raise ModelSourceError(problem)
     # Pop as we go so a dtype conversion never holds both copies of the whole model.
     state = {name: weights.pop(name).to(dtype).contiguous() for name in list(expected)}
     if cfg.tie_word_embeddings:

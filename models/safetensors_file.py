@@ -91,24 +91,27 @@ def read(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor
     memory in the target dtype, plus one tensor)."""
     with open(path, "rb") as f:
         base, entries = read_header(f, path)
-        out = {}
-        for name, info in entries:
-            start, _ = info["data_offsets"]
-            f.seek(base + start)
-            stored = DTYPES[info["dtype"]]
-            target = dtype if dtype is not None and stored.is_floating_point else stored
-            if target == stored:
-                tensor = torch.empty(info["shape"], dtype=stored)
-                _read_exactly(f, tensor, path, name)
-            else:  # cast a chunk at a time: never the whole tensor twice (the 0.5B's table: 545 MB in fp32)
-                tensor = torch.empty(info["shape"], dtype=target)
-                flat, step = tensor.view(-1), max(1, CHUNK // stored.itemsize)
-                for at in range(0, flat.numel(), step):
-                    chunk = torch.empty(min(step, flat.numel() - at), dtype=stored)
-                    _read_exactly(f, chunk, path, name)
-                    flat[at : at + chunk.numel()] = chunk
-            out[name] = tensor
-    return out
+        return {name: read_tensor(f, base, name, info, dtype, path) for name, info in entries}
+
+
+def read_tensor(f, base: int, name: str, info: dict, dtype: torch.dtype | None, path: Path) -> torch.Tensor:
+    """One tensor of an open file whose header `read_header` checked, cast to `dtype` if floating."""
+    start, _ = info["data_offsets"]
+    f.seek(base + start)
+    stored = DTYPES[info["dtype"]]
+    target = dtype if dtype is not None and stored.is_floating_point else stored
+    if target == stored:
+        tensor = torch.empty(info["shape"], dtype=stored)
+        _read_exactly(f, tensor, path, name)
+        return tensor
+    # cast a chunk at a time: never the whole tensor twice (the 0.5B's table: 545 MB in fp32)
+    tensor = torch.empty(info["shape"], dtype=target)
+    flat, step = tensor.view(-1), max(1, CHUNK // stored.itemsize)
+    for at in range(0, flat.numel(), step):
+        chunk = torch.empty(min(step, flat.numel() - at), dtype=stored)
+        _read_exactly(f, chunk, path, name)
+        flat[at : at + chunk.numel()] = chunk
+    return tensor
 
 
 def _read_exactly(f, tensor: torch.Tensor, path: Path, name: str) -> None:

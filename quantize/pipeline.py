@@ -15,6 +15,7 @@ the export (which is then made at the precision that preset starts from).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from qwen_edge.export.bundle import OutputError
 
 PRECISIONS = ("fp32", "fp16")
 FORMATS = ("onnx", "openvino", "all")
+log = logging.getLogger(__name__)
+
 WEBGPU = "webgpu"  # the phone bundle's subfolder for browsers with WebGPU (android_demo picks one)
 
 
@@ -76,11 +79,6 @@ def build(
                 " calibrates and scores on text: export it without a preset (then qwen-edge quantize --no-report "
                 "--data-free), or use a real model"
             )
-    if tokenizer is not None and not isinstance(model, Loaded):  # loaded once, with that tokenizer
-        fp16 = format == "openvino" and (precision or "fp16") == "fp16"
-        model = load(model, torch.float16 if fp16 else torch.float32, tokenizer=tokenizer)
-    if target == "mobile":
-        return [_mobile(model, outputs[0], overwrite)]
     onnx = dict(graph=graph, max_prompt=max_prompt or 128, max_context=max_context, overwrite=overwrite)
     onnx["dtype"] = "fp32" if quantize else precision or "fp32"  # NNCF's MatMulNBits start from fp32 weights
     openvino = dict(
@@ -92,6 +90,15 @@ def build(
         openvino.update(max_context=max_context)
     if quantize:
         export, options = (_onnx, onnx) if format == "onnx" else (_openvino, {**openvino, "weights": "fp16"})
+        lazy = None if isinstance(model, Loaded) else _lazy(model, quantize, format, tokenizer)
+        if lazy is not None:  # compressed weight by weight as the graph is built: never the whole model
+            return [_streamed(*lazy, outputs[0], quantize, format, export, options, report)]
+    if tokenizer is not None and not isinstance(model, Loaded):  # loaded once, with that tokenizer
+        fp16 = format == "openvino" and (precision or "fp16") == "fp16"
+        model = load(model, torch.float16 if fp16 else torch.float32, tokenizer=tokenizer)
+    if target == "mobile":
+        return [_mobile(model, outputs[0], overwrite)]
+    if quantize:
         return [_quantized(model, outputs[0], quantize, export, options, report)]
     if format == "all":
         model = model if isinstance(model, Loaded) else load(model)  # once for both
@@ -184,6 +191,60 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
                 staged,
                 {**info, "report": scores, "ort_format": {"folder": "ort_mobile", "files": files}, "webgpu": gpu},
             )
+
+
+def _lazy(model: str, preset: str, format: str, tokenizer: str | None):
+    """(MODEL opened tensor by tensor, the recipe) when `preset` can be applied weight by weight
+    while exporting (quantize/streamed.py); None when the model must be exported whole first."""
+    import torch
+
+    from qwen_edge.models.lazy import LazyError
+    from qwen_edge.models.loaders import open_lazy
+
+    from . import streamed
+    from .recipes import default_recipe
+
+    if format not in ("onnx", "openvino"):
+        return None
+    try:
+        loaded = open_lazy(model, torch.float16 if format == "openvino" else torch.float32, tokenizer)
+    except LazyError as e:
+        log.info("quantizing a whole export: %s", e)
+        return None
+    recipe = default_recipe(preset, loaded.config.hidden_size, loaded.config.num_hidden_layers)
+    reason = streamed.why_not(recipe, loaded.config)
+    if reason:
+        log.info("quantizing a whole export: %s", reason)
+        return None
+    return loaded, recipe
+
+
+def _streamed(loaded, recipe, out: Path, preset: str, format: str, export, options: dict, report: bool) -> dict:
+    """Export with each weight compressed as it is written; with `report`, scored against the
+    float export of the same model (written to a scratch folder) before the folder is placed."""
+    from qwen_edge.models.loaders import source_paths
+
+    from . import streamed
+    from .evaluate import evaluate
+    from .quantize import REPORT
+
+    specs, ran = streamed.plan(recipe, loaded.config, loaded.model.weights, format)
+    recipe = {"name": preset, **ran.to_dict(), "calibration": None}
+    options = {**options, "quantizer": streamed.quantizer(specs), "recipe": recipe}
+    if not report:
+        return export(loaded, out, **options)
+    with bundle.scratch(out.resolve()) as tmp:
+        export(loaded, tmp / "quantized", **{**options, "overwrite": False})
+        export(loaded, tmp / "reference", **{**options, "overwrite": False, "quantizer": None, "recipe": None})
+        scores = evaluate(tmp / "quantized", tmp / "reference").to_dict()
+        shutil.rmtree(tmp / "reference")
+        with bundle.staged(out, options["overwrite"], source_paths(loaded)) as staged:
+            for f in (tmp / "quantized").iterdir():
+                f.rename(staged / f.name)
+            (staged / REPORT).write_text(json.dumps(scores, indent=2) + "\n")
+            info = json.loads((staged / bundle.MANIFEST).read_text())
+            info = {k: v for k, v in info.items() if k not in ("files", "tools")}
+            return bundle.seal(staged, {**info, "report": scores})
 
 
 def _quantized(model, out: Path, preset: str, export, options: dict, report: bool) -> dict:

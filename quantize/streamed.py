@@ -1,0 +1,162 @@
+"""Data-free weight compression done weight by weight while the graph is built, with NNCF's numerics.
+
+`qwen-edge export --quantize` used to write the float export, load it whole and hand it to
+nncf.compress_weights: fp16 for OpenVINO, fp32 for ONNX (MatMulNBits is made from fp32), plus
+NNCF's working copies — 6.5 GB at 1.5B, and more than a 16 GB laptop has at 7B. A data-free
+recipe needs no activations, so each weight can be quantized the moment the graph builder reads
+it (export's `quantizer`), from a model whose tensors stay in their file (models.lazy). Peak memory
+is then the compressed model plus one float tensor.
+
+The numbers are NNCF's: its `do_integer_quantization` per weight, and for `ratio` < 1 its data-free
+mixed-precision rule (the layers with the largest INT8 error go to 4 bit first, until `ratio` of
+the weights are at 4 bit), computed in a first pass over the weights. Which weights NNCF would
+give the backup precision is mirrored per format: the input embedding (at `embedding_mode` in
+groups of EMBEDDING_GROUP, when set) and lm_head; a tied table stays at the backup precision. The
+ONNX table is ONNX Runtime's GatherBlockQuantized, symmetric INT4 in blocks of 32, as
+quantize/onnx_weights.py writes it. Tests hold both paths to the same integers on a tiny model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from qwen_edge.export.quantized_weight import QuantizedWeight
+
+from .recipes import EMBEDDING_GROUP, Recipe
+
+log = logging.getLogger(__name__)
+
+TABLE = "model.embed_tokens.weight"
+HEAD = "lm_head.weight"
+ORT_TABLE = ("int4_sym", 32)  # GatherBlockQuantized: the one table layout the ONNX path writes
+
+
+def why_not(recipe: Recipe, cfg) -> str | None:
+    """Why this recipe cannot be applied weight by weight to this model (None: it can)."""
+    if recipe.data_aware:
+        return "data-aware methods run the whole model on calibration text"
+    if recipe.bits != 4:
+        return "INT8 presets are compressed whole"
+    if cfg.is_moe:
+        return "Qwen2-MoE experts are compressed whole"
+    return None
+
+
+def matmuls(cfg, fmt: str) -> list[str]:
+    """The 4-bit-eligible weights (NNCF's ratio-defining ones) of the graph `fmt` builds, in graph
+    order: the ONNX `ort` graph packs q, k and v into one MatMul."""
+    attn = ["qkv_proj"] if fmt == "onnx" else ["q_proj", "k_proj", "v_proj"]
+    attn += ["o_proj"]
+    return [
+        f"model.layers.{i}.{part}.weight"
+        for i in range(cfg.num_hidden_layers)
+        for part in [*(f"self_attn.{a}" for a in attn), "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    ]
+
+
+def read(weights, name: str) -> torch.Tensor:
+    """A weight by the graph's name (the `ort` graph's packed qkv is read as its three parts)."""
+    if name.endswith("self_attn.qkv_proj.weight"):
+        base = name.removesuffix("qkv_proj.weight")
+        return torch.cat([weights[f"{base}{p}_proj.weight"] for p in "qkv"])
+    return weights[name]
+
+
+def plan(recipe: Recipe, cfg, weights, fmt: str) -> tuple[dict[str, tuple[str, int]], Recipe]:
+    """{weight name: (NNCF mode, group size)} for every weight to quantize, and the recipe as it
+    runs (group size fitted as NNCF / MatMulNBits need). `weights`: name -> [out, in] tensor."""
+    names = matmuls(cfg, fmt)
+    inputs = [cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads * cfg.head_dim]
+    if fmt == "onnx":  # MatMulNBits is blocked: the largest power of two <= the group dividing every input
+        start = recipe.group_size if recipe.group_size > 0 else 128
+        block = next((b for b in (128, 64, 32, 16) if b <= start and all(k % b == 0 for k in inputs)), None)
+        if block is None:
+            raise ValueError(f"no MatMulNBits block size (16..128) divides the input sizes {sorted(set(inputs))}")
+        recipe = dataclasses.replace(recipe, group_size=block)
+    else:
+        recipe = recipe.fitted(inputs)
+    primary = (recipe.mode, recipe.group_size)
+    backup = None if recipe.backup == "none" else (recipe.backup, -1)
+    four = set(names) if recipe.ratio >= 1 or backup is None else _ratio_pick(recipe, weights, names, fmt)
+    specs = {n: primary if n in four else backup for n in names}
+    head = primary if recipe.all_layers else backup
+    if fmt == "onnx":
+        specs[TABLE] = ORT_TABLE
+        specs[HEAD] = head
+        recipe = dataclasses.replace(recipe, embedding_mode="int4_sym")  # what GatherBlockQuantized holds
+    elif cfg.tie_word_embeddings:  # one table for the Gather and lm_head: NNCF keeps it at the backup
+        specs[TABLE] = head
+        if recipe.embedding_mode:
+            log.warning("the embedding table is also lm_head (tied): it stays at %s", recipe.backup)
+            recipe = dataclasses.replace(recipe, embedding_mode=None)
+    else:
+        specs[HEAD] = head
+        specs[TABLE] = (recipe.embedding_mode, EMBEDDING_GROUP) if recipe.embedding_mode else head
+    return {k: v for k, v in specs.items() if v is not None}, recipe
+
+
+def _ratio_pick(recipe: Recipe, weights, names: list[str], fmt: str) -> set[str]:
+    """NNCF's data-free mixed precision (its DataFreeCriterion): score 1 / (INT8 error + eps), the
+    lowest scores to 4 bit while the 4-bit share stays under `ratio`. The OpenVINO path scores the
+    fp16 weights NNCF would see in an fp16 IR; the ONNX path the fp32 ones."""
+    from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
+    from nncf.quantization.algorithms.weight_compression.weight_lowering import get_integer_quantization_error
+    from nncf.tensor import Tensor
+
+    dtype = np.float16 if fmt == "openvino" else np.float32
+    scores, sizes = [], []
+    for name in tqdm(names, desc="mixed precision (data-free)", unit="weight", leave=False, disable=None):
+        w = read(weights, name).to(torch.float32).numpy().astype(dtype)
+        error = get_integer_quantization_error(Tensor(w), (1,), WeightCompressionConfig(), reduction="max_mean")
+        scores.append(1 / (error + float(np.finfo(dtype).eps)))
+        sizes.append(w.size)
+    total, chosen, at4 = sum(sizes), set(), 0
+    for i in sorted(range(len(names)), key=lambda i: scores[i]):
+        if (at4 + sizes[i]) / total >= recipe.ratio:
+            break
+        chosen.add(names[i])
+        at4 += sizes[i]
+    return chosen
+
+
+def quantizer(specs: dict[str, tuple[str, int]]):
+    """export's Quantizer: the weight quantized as `specs` says, None for weights it does not name."""
+
+    def quantize(name: str, w: torch.Tensor) -> QuantizedWeight | None:
+        spec = specs.get(name)
+        return None if spec is None else quantize_weight(w, *spec)
+
+    return quantize
+
+
+def quantize_weight(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
+    """[out, in] -> integers, by NNCF's do_integer_quantization (asymmetric: uint8 values and zero
+    points; symmetric: int8 values); the ONNX table by GatherBlockQuantized's rule."""
+    array = w.detach().to(torch.float32).numpy()
+    if (mode, group) == ORT_TABLE:
+        return table_int4(array, group)
+    from nncf import CompressWeightsMode
+    from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
+    from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_quantization
+    from nncf.tensor import Tensor
+
+    config = WeightCompressionConfig(mode=CompressWeightsMode(mode), group_size=group)
+    cw = do_integer_quantization(Tensor(array), config, reduction_axes=(1,))
+    zp = None if cw.zero_point is None else cw.zero_point.data.astype(np.uint8)
+    return QuantizedWeight(cw.tensor.data, cw.scale.data.astype(np.float32), zp, config.num_bits)
+
+
+def table_int4(w: np.ndarray, block: int) -> QuantizedWeight:
+    """Symmetric INT4 per block of a row: scale absmax / 7, values -7..7 (ONNX Runtime's
+    GatherBlockQuantized stores them + 8)."""
+    rows, cols = w.shape
+    blocks = w.reshape(rows, cols // block, block)
+    scale = np.abs(blocks).max(-1, keepdims=True) / 7.0
+    scale[scale == 0] = 1.0
+    values = np.clip(np.rint(blocks / scale), -7, 7).astype(np.int8)
+    return QuantizedWeight(values, scale.astype(np.float32), None, 4)
