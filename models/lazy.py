@@ -74,9 +74,12 @@ def mismatch(expected: dict, got: dict, where: str) -> str | None:
     return None
 
 
-def _finish(cfg: Qwen2Config, readers: dict, shapes: dict, dtype, where: str) -> LazyModel:
+def _dense(cfg: Qwen2Config, where: str) -> None:
     if cfg.is_moe:
         raise LazyError(f"{where} is a Qwen2-MoE model: its experts are fused when loaded whole")
+
+
+def _finish(cfg: Qwen2Config, readers: dict, shapes: dict, dtype, where: str) -> LazyModel:
     if cfg.tie_word_embeddings and "model.embed_tokens.weight" in readers:
         readers["lm_head.weight"] = readers["model.embed_tokens.weight"]
         shapes["lm_head.weight"] = shapes["model.embed_tokens.weight"]
@@ -88,6 +91,7 @@ def _finish(cfg: Qwen2Config, readers: dict, shapes: dict, dtype, where: str) ->
 
 def from_gguf(path: Path, cfg: Qwen2Config, dtype: torch.dtype, reader: gguf_file.GGUFFile) -> LazyModel:
     """Each tensor dequantized to `dtype` when read; its pages of the mapped file dropped after."""
+    _dense(cfg, Path(path).name)
 
     def reading(t):
         def read():
@@ -108,6 +112,7 @@ def from_gguf(path: Path, cfg: Qwen2Config, dtype: torch.dtype, reader: gguf_fil
 
 def from_safetensors(folder: Path, files: list[Path], cfg: Qwen2Config, dtype: torch.dtype) -> LazyModel:
     """Each tensor read (and cast to `dtype` in chunks) from its file when asked for."""
+    _dense(cfg, str(folder))
 
     def reading(path, base, name, info):
         def read():

@@ -27,12 +27,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from qwen_edge.export.ort_graph import ACCURACY_LEVEL
 
 from .recipes import Recipe, RecipeError
+from .streamed import quantize_weight, table_int4
 
 log = logging.getLogger(__name__)
-
-ACCURACY_LEVEL = 4  # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
 
 
 def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
@@ -162,16 +164,9 @@ def _lm_head_to_nbits8(model, name: str, symmetric: bool) -> bool:
     if matmul is None or matmul.input[1] not in inits:
         return False
     w = numpy_helper.to_array(inits[matmul.input[1]]).astype(np.float32)  # [K, N]
-    if symmetric:
-        scale = np.abs(w).max(0) / 127
-        scale[scale == 0] = 1.0
-        values, zp = np.clip(np.rint(w / scale), -128, 127).astype(np.int8), None
-    else:
-        low, high = np.minimum(w.min(0), 0), np.maximum(w.max(0), 0)
-        scale = (high - low) / 255
-        scale[scale == 0] = 1.0
-        zp = np.clip(np.rint(-low / scale), 0, 255)
-        values, zp = np.clip(np.rint(w / scale) + zp, 0, 255).astype(np.uint8), zp.astype(np.uint8)
+    q = quantize_weight(torch.from_numpy(w.T), "int8_sym" if symmetric else "int8_asym", -1)  # NNCF's numbers
+    values, scale = q.values.T, q.scale.reshape(-1)
+    zp = None if q.zero_point is None else q.zero_point.reshape(-1)
     if not _nbits8(model, matmul, matmul.input[1], values, scale.astype(np.float32), zp):
         return False
     _drop_unused(model, {matmul.input[1]})
@@ -250,16 +245,10 @@ def _quantize_embedding_gathers(model, block: int = EMBEDDING_BLOCK) -> int:
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
         if table is None or len(table.dims) != 2 or table.dims[1] % block:
             continue
-        w = numpy_helper.to_array(table).astype(np.float32)
-        rows, cols = w.shape
-        blocks = w.reshape(rows, cols // block, block)
-        scale = np.abs(blocks).max(-1) / 7.0
-        scale[scale == 0] = 1.0
-        q = (
-            (np.clip(np.rint(blocks / scale[..., None]), -7, 7).astype(np.int8) + 8)
-            .astype(np.uint8)
-            .reshape(rows, cols)
-        )
+        rows, cols = table.dims
+        t = table_int4(numpy_helper.to_array(table).astype(np.float32), block)
+        scale = t.scale.reshape(rows, cols // block)
+        q = (t.values.astype(np.int16) + 8).astype(np.uint8).reshape(rows, cols)
         packed = q[:, 0::2] | (q[:, 1::2] << 4)
         name = table.name
         scales = numpy_helper.from_array(scale.astype(np.float32), name + "_scales")

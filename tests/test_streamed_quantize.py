@@ -1,0 +1,112 @@
+"""`export --quantize` compressing weight by weight from a lazily read model (quantize/streamed.py)
+must write what the whole-model path (float export, then NNCF) writes."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from qwen_edge.models.lazy import LazyError
+from qwen_edge.models.loaders import load, open_lazy
+from qwen_edge.models.shapes import random_model, shape_config
+from qwen_edge.quantize import recipes
+from qwen_edge.quantize.pipeline import build
+
+from .gguf_writer import write_gguf
+from .test_loaders import save_hf_folder
+
+
+def small(tied: bool):
+    # hidden 128: the embedding's INT4 groups of 128 fit (tiny's 64 does not)
+    cfg = shape_config("tiny" if tied else "tiny-untied", hidden_size=128, intermediate_size=256, num_key_value_heads=2)
+    return random_model(cfg, torch.float32, seed=5, std=0.05)
+
+
+@pytest.fixture
+def row(monkeypatch):
+    """A measured-size row for the small shape, so the mixed-precision pick (ratio < 1) runs."""
+    monkeypatch.setitem(recipes.DEFAULT_INT4, (128, 3), {"group_size": 32, "ratio": 0.8})
+
+
+def constants(path):
+    import openvino as ov
+
+    ops = ov.Core().read_model(str(path)).get_ops()
+    return {op.get_friendly_name(): op for op in ops if op.get_type_name() == "Constant"}
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_openvino_streamed_int4_holds_nncfs_integers(tied, row, tmp_path):
+    gguf = write_gguf(small(tied), tmp_path / "m.gguf")
+    streamed = build(str(gguf), tmp_path / "streamed", format="openvino", quantize="int4")[0]
+    whole = build(load(str(gguf), torch.float16), tmp_path / "whole", format="openvino", quantize="int4")[0]
+    assert streamed["quantized_while_exporting"] and "quantized_while_exporting" not in whole
+    assert streamed["recipe"] == whole["recipe"] and streamed["precision"] == "int4"
+    a = constants(tmp_path / "streamed" / "openvino_model.xml")
+    b = constants(tmp_path / "whole" / "openvino_model.xml")
+    weights = [n for n, op in b.items() if ".weight" in n]
+    kinds = {str(b[n].get_element_type()) for n in weights}
+    assert {"<Type: 'uint4_t'>", "<Type: 'uint8_t'>"} <= kinds  # 4-bit layers, and 8-bit ones (ratio, head)
+    for name in weights:  # values, zero points and scales: the same type and numbers
+        assert a[name].get_element_type() == b[name].get_element_type(), name
+        assert np.array_equal(a[name].get_data(), b[name].get_data()), name
+
+
+def ort_logits(folder, ids):
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    for i in session.get_inputs():
+        if i.name.startswith("past_key_values"):
+            feeds[i.name] = np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32)
+    return session.run(["logits"], feeds)[0]
+
+
+def nbits(folder) -> dict:
+    import onnx
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    layer = lambda n: n.name.rsplit("/", 1)[0]  # noqa: E731
+    return {layer(n): next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node if n.op_type == "MatMulNBits"}  # fmt: skip
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_onnx_streamed_int4_matches_the_nncf_path(tied, row, tmp_path):
+    gguf = write_gguf(small(tied), tmp_path / "m.gguf")
+    build(str(gguf), tmp_path / "streamed", quantize="int4")
+    build(load(str(gguf)), tmp_path / "whole", quantize="int4")
+    bits = nbits(tmp_path / "streamed")
+    assert bits == nbits(tmp_path / "whole") and set(bits.values()) == {4, 8}
+    ids = np.array([[5, 17, 100, 33, 200, 7, 9]], np.int64)
+    a, b = ort_logits(tmp_path / "streamed", ids), ort_logits(tmp_path / "whole", ids)
+    assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
+    manifest = json.loads((tmp_path / "streamed" / "manifest.json").read_text())
+    assert manifest["precision"] == "int4" and manifest["recipe"]["embedding_mode"] == "int4_sym"
+
+
+def test_hf_folder_is_read_lazily_tensor_for_tensor(tmp_path):
+    model = small(False)
+    folder = save_hf_folder(model, tmp_path / "hf")
+    lazy = open_lazy(str(folder), torch.float16)
+    assert lazy.config == model.config and lazy.source["sha256"] == load(str(folder)).source["sha256"]
+    state = model.state_dict()
+    assert set(lazy.model.weights) == set(state)
+    for name, tensor in state.items():
+        assert torch.equal(lazy.model.weights[name], tensor.half()), name
+
+
+def test_a_streamed_export_with_report_scores_against_the_float_export(tmp_path):
+    gguf = write_gguf(small(True), tmp_path / "m.gguf")
+    manifest = build(str(gguf), tmp_path / "q", format="openvino", quantize="int4", report=True)[0]
+    report = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert manifest["report"] == report and 0 < report["top1_agreement"] <= 1
+    assert not list(tmp_path.glob(".q.*"))  # no scratch left beside the output
+
+
+def test_moe_and_random_shapes_are_not_read_lazily(tmp_path):
+    moe = write_gguf(random_model("tiny-moe"), tmp_path / "moe.gguf", arch="qwen2moe")
+    with pytest.raises(LazyError, match="MoE"):
+        open_lazy(str(moe))
+    with pytest.raises(LazyError, match="loaded whole"):
+        open_lazy("tiny")
