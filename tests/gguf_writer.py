@@ -47,8 +47,7 @@ def byte_level_vocab(n: int):
     return tokens, merges, [1] * (n - 3) + [3, 3, 3]
 
 
-def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path:
-    cfg = model.config
+def _writer(cfg, path: Path, arch: str):
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -72,6 +71,59 @@ def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path
     w.add_bos_token_id(cfg.vocab_size - 3)
     w.add_eos_token_id(cfg.vocab_size - 1)
     w.add_chat_template(CHAT_TEMPLATE)
+    return w
+
+
+def _gguf_name(name: str) -> str:
+    if name in TOP:
+        return TOP[name]
+    _, _, i, rest = name.split(".", 3)
+    module, suffix = rest.rsplit(".", 1)
+    return f"blk.{i}.{BLOCK[module]}.{suffix}"
+
+
+def write_random_gguf(cfg, path: Path, seed: int = 0, std: float = 0.02) -> Path:
+    """A dense model of any size with random weights, one tensor at a time (never the whole model
+    in memory): matrices Q8_0 (llama.cpp's blocks of 32 int8 values and an fp16 scale, uniform
+    values of standard deviation `std`), norms ones and biases zeros in F32."""
+    from qwen_edge.models.lazy import expected_shapes
+
+    shapes = {n: s for n, s in expected_shapes(cfg).items() if not (n == "lm_head.weight" and cfg.tie_word_embeddings)}
+    w = _writer(cfg, path, "qwen2")
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    for name, shape in shapes.items():
+        if len(shape) == 2:
+            w.add_tensor_info(
+                _gguf_name(name),
+                (shape[0], shape[1] // 32 * 34),
+                np.dtype(np.uint8),
+                shape[0] * shape[1] // 32 * 34,
+                q8,
+            )
+        else:
+            w.add_tensor_info(_gguf_name(name), shape, np.dtype(np.float32), 4 * shape[0])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    scale = np.frombuffer(np.float16(std * 3**0.5 / 127).tobytes(), np.uint8)
+    for name, shape in shapes.items():
+        if len(shape) == 2:
+            blocks = np.empty((shape[0] * shape[1] // 32, 34), np.uint8)
+            blocks[:, :2] = scale
+            blocks[:, 2:] = rng.integers(-127, 128, (blocks.shape[0], 32), dtype=np.int8).view(np.uint8)
+            w.write_tensor_data(blocks.reshape(shape[0], -1))
+        else:
+            w.write_tensor_data(
+                np.ones(shape, np.float32) if name.endswith("norm.weight") else np.zeros(shape, np.float32)
+            )
+    w.close()
+    return path
+
+
+def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path:
+    cfg = model.config
+    w = _writer(cfg, path, arch)
     for name, t in model.state_dict().items():
         a = t.detach().float().numpy()
         if name == "lm_head.weight" and cfg.tie_word_embeddings:

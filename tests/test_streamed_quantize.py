@@ -14,7 +14,8 @@ from qwen_edge.models.shapes import random_model, shape_config
 from qwen_edge.quantize import recipes
 from qwen_edge.quantize.pipeline import build
 
-from .gguf_writer import write_gguf
+from .gguf_writer import write_gguf, write_random_gguf
+from .hf_writer import write_random_hf_folder
 from .test_loaders import save_hf_folder
 
 
@@ -67,8 +68,8 @@ def nbits(folder) -> dict:
     import onnx
 
     model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
-    layer = lambda n: n.name.rsplit("/", 1)[0]  # noqa: E731
-    return {layer(n): next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node if n.op_type == "MatMulNBits"}  # fmt: skip
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    return {n.name.rsplit("/", 1)[0]: next(a.i for a in n.attribute if a.name == "bits") for n in nodes}
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -110,3 +111,24 @@ def test_moe_and_random_shapes_are_not_read_lazily(tmp_path):
         open_lazy(str(moe))
     with pytest.raises(LazyError, match="loaded whole"):
         open_lazy("tiny")
+
+
+@pytest.mark.parametrize("writer", ["gguf", "hf"])
+def test_the_big_model_writers_give_the_same_model_whole_and_lazily(writer, tmp_path):
+    """The 7B benchmark's inputs come from these writers: checked here at a small shape, whole
+    loading against lazy reading, and against the statistics they promise."""
+    cfg = shape_config("tiny-untied")
+    if writer == "gguf":
+        path = write_random_gguf(cfg, tmp_path / "m.gguf", std=0.02)
+    else:
+        path = write_random_hf_folder(cfg, tmp_path / "hf", std=0.02, shard_bytes=100_000)
+        assert len(list(path.glob("*.safetensors"))) > 1  # sharded, with transformers' index
+        assert json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    whole = load(str(path)).model.state_dict()
+    lazy = open_lazy(str(path)).model.weights
+    assert set(lazy) == set(whole)
+    for name, tensor in whole.items():
+        assert torch.equal(lazy[name], tensor), name
+    w = whole["model.layers.1.mlp.up_proj.weight"]
+    assert 0.015 < w.std() < 0.025 and abs(w.mean()) < 0.002
+    assert torch.equal(whole["model.norm.weight"], torch.ones(cfg.hidden_size))
