@@ -228,9 +228,9 @@ def _streamed(loaded, recipe, out: Path, preset: str, format: str, export, optio
     from .evaluate import evaluate
     from .quantize import REPORT
 
-    specs, ran = streamed.plan(recipe, loaded.config, loaded.model.weights, format)
-    recipe = {"name": preset, **ran.to_dict(), "calibration": None}
-    options = {**options, "quantizer": streamed.quantizer(specs), "recipe": recipe}
+    plan = streamed.plan(recipe, loaded.config, loaded.model.weights, format)
+    recipe = {"name": preset, **plan.recipe.to_dict(), "calibration": None}
+    options = {**options, "quantizer": streamed.quantizer(plan), "recipe": recipe}
     if not report:
         return export(loaded, out, **options)
     with bundle.scratch(out.resolve()) as tmp:
