@@ -174,9 +174,24 @@ def _libc():
 _LIBC = _libc()
 
 
+CHUNK_VALUES = 1 << 24  # weights quantized 16M values (64 MB in fp32) at a time
+
+
 def quantize_weight(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
     """[out, in] -> integers, by NNCF's do_integer_quantization (asymmetric: uint8 values and zero
-    points; symmetric: int8 values); the ONNX table by GatherBlockQuantized's rule."""
+    points; symmetric: int8 values); the ONNX table by GatherBlockQuantized's rule. Done in blocks
+    of rows (every scale belongs to one row, so the result is the same): NNCF's float temporaries
+    are several times the weight, 3 GB for the 1.5B's embedding table in one piece."""
+    step = max(1, CHUNK_VALUES // w.shape[1])
+    parts = [_quantize_rows(w[i : i + step], mode, group) for i in range(0, w.shape[0], step)]
+    if len(parts) == 1:
+        return parts[0]
+    zp = None if parts[0].zero_point is None else np.concatenate([q.zero_point for q in parts])
+    values, scale = np.concatenate([q.values for q in parts]), np.concatenate([q.scale for q in parts])
+    return QuantizedWeight(values, scale, zp, parts[0].bits)
+
+
+def _quantize_rows(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
     array = w.detach().to(torch.float32).numpy()
     if (mode, group) == ORT_TABLE:
         return table_int4(array, group)

@@ -132,3 +132,19 @@ def test_the_big_model_writers_give_the_same_model_whole_and_lazily(writer, tmp_
     w = whole["model.layers.1.mlp.up_proj.weight"]
     assert 0.015 < w.std() < 0.025 and abs(w.mean()) < 0.002
     assert torch.equal(whole["model.norm.weight"], torch.ones(cfg.hidden_size))
+
+
+@pytest.mark.parametrize("kind", ["u4", "i4"])
+def test_packed_4bit_constants_equal_openvinos_own(kind):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from qwen_edge.export.openvino_graph import _integer_constant
+
+    dtype = getattr(ov.Type, kind)
+    low, high = (0, 16) if kind == "u4" else (-8, 8)
+    values = np.random.default_rng(0).integers(low, high, (5, 3, 7)).astype(np.uint8 if kind == "u4" else np.int8)
+    ours = _integer_constant(ops, values, dtype, "w")  # 105 values: an odd count, padded
+    theirs = ops.constant(values, dtype=dtype)
+    assert ours.get_element_type() == dtype and list(ours.get_output_shape(0)) == [5, 3, 7]
+    assert np.array_equal(ours.get_data(), theirs.get_data())
