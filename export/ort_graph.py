@@ -93,7 +93,7 @@ class _Graph:
         attrs = {"K": blocks * block, "N": n, "bits": q.bits, "block_size": block, "accuracy_level": ACCURACY_LEVEL}
         half = 1 << (q.bits - 1)
         if zp is None:  # symmetric: stored unsigned, the kernel's default zero point (8 or 128) undoes it
-            values = (values.astype(np.int16) + half).astype(np.uint8)
+            values = values.view(np.uint8) + np.uint8(half)  # two's complement + half wraps to the offset
         if q.bits == 4:
             values = values[..., 0::2] | (values[..., 1::2] << 4)
             if zp is not None:
@@ -155,7 +155,7 @@ def _embedding(g: _Graph) -> str:
     if q.bits != 4 or q.zero_point is not None or q.values.ndim != 3:
         raise OrtGraphError("GatherBlockQuantized tables are written symmetric INT4 in blocks here")
     rows, blocks, block = q.values.shape
-    values = (q.values.astype(np.int16) + 8).astype(np.uint8).reshape(rows, blocks * block)
+    values = (q.values.view(np.uint8) + np.uint8(8)).reshape(rows, blocks * block)  # -7..7 -> 1..15 (wraps)
     packed = g.weight(f"{key}_q4", values[:, 0::2] | (values[:, 1::2] << 4))
     scales = g.weight(f"{key}_scales", q.scale.reshape(rows, blocks).astype(np.float32))
     attrs = {"bits": 4, "block_size": block, "gather_axis": 0, "quantize_axis": 1}

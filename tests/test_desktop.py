@@ -147,7 +147,8 @@ def test_pyside_signals_keep_their_references():
     for _ in range(500):
         emitter.text.emit("piece")
         emitter.stats.emit({"ttft_s": 0.1})
-    assert len(got) == 1000 and sys.getrefcount(True) >= before
+    # the bug drops one per emit (500 here); other threads of a full test run move the count by tens
+    assert len(got) == 1000 and sys.getrefcount(True) >= before - 100
 
 
 def test_folder_summary_and_devices(export_kinds):
