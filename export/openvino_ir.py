@@ -94,7 +94,8 @@ def convert(onnx_path: Path, out_dir: Path, n_layers: int, stateful: bool = True
 
 def save(model, out_dir: Path, n_layers: int, stateful: bool = True, fp16: bool = True) -> dict:
     """Write a stateless ov.Model (past_key_values.* in, present.* out) as openvino_model.xml /
-    .bin, stateful unless asked otherwise; return the io spec."""
+    .bin, stateful unless asked otherwise; return the io spec. `fp16`: OpenVINO rounds the model's
+    f32 constants to fp16 as it saves (for a converted trace; a built graph holds fp16 weights already)."""
     import openvino as ov
 
     past = [f"past_key_values.{i}.{p}" for i in range(n_layers) for p in ("key", "value")]

@@ -93,7 +93,10 @@ def export_openvino(
             extra |= _npu_irs(graph, tmp, max_prompt, compress)
             io = extra.pop("io")
         else:
-            io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, fp16)
+            # The built graph's weights are fp16 already (or integers): OpenVINO's fp16 pass would only
+            # round its small f32 constants, the rotary frequencies among them (up to 5e-4 off, a phase
+            # error growing with the position), and it skips them anyway once weights are compressed.
+            io = openvino_ir.save(graph, tmp, cfg.num_hidden_layers, not stateless, fp16=False)
         del graph
         steps.update()
         bundle.write_model_files(cfg, tokenizer_dir, tmp)
