@@ -128,10 +128,8 @@ def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path
         a = t.detach().float().numpy()
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
-        if name in TOP:
-            w.add_tensor(TOP[name], a)
-            continue
-        _, _, i, rest = name.split(".", 3)
+        rest = name.split(".", 3)[-1]
+        i = name.split(".")[2] if name.startswith("model.layers.") else None
         if rest == "mlp.experts.gate_up_proj":
             gate, up = np.split(a, 2, axis=1)
             w.add_tensor(f"blk.{i}.ffn_gate_exps.weight", np.ascontiguousarray(gate))
@@ -141,8 +139,7 @@ def write_gguf(model: Qwen2ForCausalLM, path: Path, arch: str = "qwen2") -> Path
         elif rest == "mlp.shared_expert_gate.weight":
             w.add_tensor(f"blk.{i}.ffn_gate_inp_shexp.weight", a.reshape(-1))
         else:
-            module, suffix = rest.rsplit(".", 1)
-            w.add_tensor(f"blk.{i}.{BLOCK[module]}.{suffix}", a)
+            w.add_tensor(_gguf_name(name), a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
