@@ -148,3 +148,29 @@ def test_packed_4bit_constants_equal_openvinos_own(kind):
     theirs = ops.constant(values, dtype=dtype)
     assert ours.get_element_type() == dtype and list(ours.get_output_shape(0)) == [5, 3, 7]
     assert np.array_equal(ours.get_data(), theirs.get_data())
+
+
+def test_streamed_exports_run_in_the_ecosystem_runtimes_as_in_ours(tmp_path):
+    """The oracles: LLMPipeline loads the streamed INT4 IR, onnxruntime-genai the streamed INT4
+    `ort` folder, and both decode greedily what our runtime decodes on the same folder."""
+    import openvino as ov
+    import openvino_genai
+
+    from qwen_edge.runtime import Engine
+
+    from .test_export_onnx import genai_greedy
+    from .test_export_openvino import F32
+
+    gguf = write_gguf(small(False), tmp_path / "m.gguf")
+    build(str(gguf), tmp_path / "ir", format="openvino", quantize="int4")
+    build(str(gguf), tmp_path / "ort", quantize="int4")
+    prompt = [5, 17, 300, 2, 99, 41, 7, 8]
+    pipe = openvino_genai.LLMPipeline(str(tmp_path / "ir"), "CPU", **F32)
+    config = pipe.get_generation_config()
+    config.max_new_tokens, config.do_sample, config.ignore_eos = 10, False, True
+    inputs = openvino_genai.TokenizedInputs(ov.Tensor(np.array([prompt], np.int64)), ov.Tensor(np.ones((1, 8), np.int64)))
+    theirs = list(pipe.generate(inputs, config).tokens[0])
+    ours = Engine.load(tmp_path / "ir", config=F32).generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
+    assert theirs == ours and len(set(ours)) > 2
+    ours = Engine.load(tmp_path / "ort").generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
+    assert genai_greedy(tmp_path / "ort", prompt, 10) == ours
