@@ -168,7 +168,8 @@ def test_streamed_exports_run_in_the_ecosystem_runtimes_as_in_ours(tmp_path):
     pipe = openvino_genai.LLMPipeline(str(tmp_path / "ir"), "CPU", **F32)
     config = pipe.get_generation_config()
     config.max_new_tokens, config.do_sample, config.ignore_eos = 10, False, True
-    inputs = openvino_genai.TokenizedInputs(ov.Tensor(np.array([prompt], np.int64)), ov.Tensor(np.ones((1, 8), np.int64)))
+    ids, mask = ov.Tensor(np.array([prompt], np.int64)), ov.Tensor(np.ones((1, len(prompt)), np.int64))
+    inputs = openvino_genai.TokenizedInputs(ids, mask)
     theirs = list(pipe.generate(inputs, config).tokens[0])
     ours = Engine.load(tmp_path / "ir", config=F32).generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
     assert theirs == ours and len(set(ours)) > 2
