@@ -32,7 +32,7 @@ import torch
 from qwen_edge.export.ort_graph import ACCURACY_LEVEL
 
 from .recipes import Recipe, RecipeError
-from .streamed import quantize_weight, table_int4
+from .streamed import largest_block, quantize_weight, table_int4
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
     # MatMulNBits is blocked only (a power of two >= 16): NNCF writes channel-wise INT4 as a
     # DequantizeLinear of uint4 that ONNX Runtime rejects. Fit the largest block that divides K.
     start = ran.group_size if ran.group_size > 0 else 128
-    block = _largest_block(sizes, start)
+    block = largest_block(sizes, start)
     if block is None:
         raise RecipeError(f"no MatMulNBits block size (16..128) divides the input sizes {sorted(sizes)}")
     if block != ran.group_size:
@@ -116,11 +116,6 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
         size_threshold=1024,
     )
     return ran
-
-
-def _largest_block(sizes, at_most: int = 128) -> int | None:
-    """The largest MatMulNBits block (a power of two, 16..128, at most `at_most`) dividing every size."""
-    return next((b for b in (128, 64, 32, 16) if b <= at_most and all(k % b == 0 for k in sizes)), None)
 
 
 def _int8_matmuls_to_nbits(model) -> int:
@@ -180,7 +175,7 @@ def _nbits8(model, matmul, weight: str, values: np.ndarray, scale: np.ndarray, z
     from onnx import helper, numpy_helper
 
     k, n = values.shape
-    block = _largest_block([k])
+    block = largest_block([k])
     if block is None:
         return False
     if zp is None:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from qwen_edge.export.quantized_weight import QuantizedWeight
 
-from .recipes import EMBEDDING_GROUP, Recipe
+from .recipes import EMBEDDING_GROUP, Recipe, RecipeError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ def matmuls(cfg, fmt: str) -> list[str]:
     ]
 
 
+def largest_block(sizes, at_most: int = 128) -> int | None:
+    """The largest MatMulNBits block (a power of two, 16..128, at most `at_most`) dividing every size."""
+    return next((b for b in (128, 64, 32, 16) if b <= at_most and all(k % b == 0 for k in sizes)), None)
+
+
 def read(weights, name: str) -> torch.Tensor:
     """A weight by the graph's name (the `ort` graph's packed qkv is read as its three parts)."""
     if name.endswith("self_attn.qkv_proj.weight"):
@@ -81,17 +86,19 @@ def plan(recipe: Recipe, cfg, weights, fmt: str) -> Plan:
     names = matmuls(cfg, fmt)
     inputs = [cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads * cfg.head_dim]
     if fmt == "onnx":  # MatMulNBits is blocked: the largest power of two <= the group dividing every input
-        start = recipe.group_size if recipe.group_size > 0 else 128
-        block = next((b for b in (128, 64, 32, 16) if b <= start and all(k % b == 0 for k in inputs)), None)
+        block = largest_block(inputs, recipe.group_size if recipe.group_size > 0 else 128)
         if block is None:
-            raise ValueError(f"no MatMulNBits block size (16..128) divides the input sizes {sorted(set(inputs))}")
+            raise RecipeError(f"no MatMulNBits block size (16..128) divides the input sizes {sorted(set(inputs))}")
         recipe = dataclasses.replace(recipe, group_size=block)
     else:
         recipe = recipe.fitted(inputs)
     primary = (recipe.mode, recipe.group_size)
     backup = None if recipe.backup == "none" else (recipe.backup, -1)
-    done = {} if recipe.ratio >= 1 or backup is None else _ratio_pick(recipe, weights, names, fmt)
-    specs = {n: primary if recipe.ratio >= 1 or backup is None or n in done else backup for n in names}
+    if recipe.ratio >= 1 or backup is None:
+        done, specs = {}, dict.fromkeys(names, primary)
+    else:
+        done = _ratio_pick(recipe, weights, names, fmt)
+        specs = {n: primary if n in done else backup for n in names}
     head = primary if recipe.all_layers else backup
     if fmt == "onnx":
         specs[TABLE] = ORT_TABLE
