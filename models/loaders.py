@@ -51,6 +51,10 @@ def load(source: str, dtype: torch.dtype = torch.float32, seed: int = 0, tokeniz
     loaded = _load(str(source), dtype, seed)
     if tokenizer is None and loaded.source["kind"] == "random" and loaded.config.vocab_size >= QWEN25_TOKENS:
         tokenizer = "qwen2.5-coder-0.5b-instruct"
+    return _with_tokenizer(loaded, tokenizer)
+
+
+def _with_tokenizer(loaded: Loaded, tokenizer: str | None) -> Loaded:
     if tokenizer is not None:
         loaded.tokenizer_dir = tokenizer_folder(tokenizer, loaded.config)
         loaded.source = {**loaded.source, "tokenizer": str(tokenizer)}
@@ -198,10 +202,7 @@ def open_lazy(source: str, dtype: torch.dtype = torch.float32, tokenizer: str | 
         loaded = Loaded(lazy.from_gguf(path, cfg, dtype, reader), *_gguf_source(path, cfg, reader))
     else:
         raise lazy.LazyError(f"{src} is loaded whole (only GGUF files, known models and HF folders are read lazily)")
-    if tokenizer is not None:
-        loaded.tokenizer_dir = tokenizer_folder(tokenizer, loaded.config)
-        loaded.source = {**loaded.source, "tokenizer": str(tokenizer)}
-    return loaded
+    return _with_tokenizer(loaded, tokenizer)
 
 
 def from_weights(cfg: Qwen2Config, weights: dict, dtype, where: str) -> Qwen2ForCausalLM:
