@@ -60,6 +60,7 @@ class _Graph:
         self.cfg, self.data, self.nodes, self.inits = model.config, data, [], []
         self.sd = model.state_dict()  # detached tensors, or a LazyWeights reading each on access
         self.quantizer = quantizer
+        self.written: dict[str, tuple[list[str], dict]] = {}  # MatMulNBits inputs already written, by weight
 
     def node(self, op, name, inputs, n_out=1, domain="", **attrs):
         outputs = [f"{name}/output_{i}" for i in range(n_out)]
@@ -79,11 +80,13 @@ class _Graph:
     def linear(self, name, x, key, w=None):
         """x @ w.T for w [out, in] (the weight `key` unless given): MatMul over w stored [in, out],
         or MatMulNBits when the quantizer returns integers for it."""
-        w = self.sd[key] if w is None else w
-        q = self.quantizer(key, w) if self.quantizer is not None else None
-        if q is None:
-            return self.node("MatMul", f"{name}/MatMul", [x, self.weight(key, w.T)])
-        inputs, attrs = self.nbits(key, q)
+        if key not in self.written:
+            w = self.sd[key] if w is None else w
+            q = self.quantizer(key, w) if self.quantizer is not None else None
+            if q is None:
+                return self.node("MatMul", f"{name}/MatMul", [x, self.weight(key, w.T)])
+            self.written[key] = self.nbits(key, q)
+        inputs, attrs = self.written[key]
         return self.node("MatMulNBits", f"{name}/MatMulNBits", [x, *inputs], domain=MS, **attrs)
 
     def nbits(self, key: str, q: QuantizedWeight) -> tuple[list[str], dict]:
@@ -146,8 +149,25 @@ def _attention(g: _Graph, i: int, x: str, lengths: tuple[str, str], rotary: tupl
 
 
 def _embedding(g: _Graph) -> str:
-    """Gather from the table, or GatherBlockQuantized when the quantizer returns (symmetric) integers."""
+    """Gather from the table, or GatherBlockQuantized when the quantizer returns (symmetric) integers.
+    A tied table whose lm_head is quantized to 8 bits is read from lm_head's MatMulNBits weights
+    (GatherBlockQuantized takes their [vocab, blocks, block] layout as it is): one copy of the
+    vocabulary in the folder instead of two (0.5B: 85 MB less), at 8 bits rather than 4."""
     key = "model.embed_tokens.weight"
+    if g.cfg.tie_word_embeddings and g.quantizer is not None:
+        head = g.quantizer("lm_head.weight", g.sd["lm_head.weight"])
+        if head is not None and head.bits == 8:
+            g.written["lm_head.weight"] = g.nbits("lm_head.weight", head)
+            (data, scales, *zp), attrs = g.written["lm_head.weight"]
+            blocks = attrs["K"] // attrs["block_size"]
+            shape = g.const(f"{key}/blocks_shape", np.array([-1, blocks, 1], np.int64))
+            per_block = [g.node("Reshape", f"/model/embed_tokens/{n}/Reshape", [t, shape]) for n, t in
+                         zip(("scales", "zero_points"), [scales, *zp], strict=False)]  # fmt: skip
+            rows = g.node("GatherBlockQuantized", "/model/embed_tokens/GatherBlockQuantized",
+                          [data, "input_ids", *per_block], domain=MS, bits=8, block_size=attrs["block_size"],
+                          gather_axis=0, quantize_axis=2)  # fmt: skip
+            flat = g.const(f"{key}/rows_shape", np.array([0, 0, -1], np.int64))
+            return g.node("Reshape", "/model/embed_tokens/Reshape", [rows, flat])
     table = g.sd[key]
     q = g.quantizer(key, table) if g.quantizer is not None else None
     if q is None:

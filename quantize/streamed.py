@@ -12,8 +12,9 @@ mixed-precision rule (the layers with the largest INT8 error go to 4 bit first, 
 the weights are at 4 bit), computed in a first pass over the weights. Which weights NNCF would
 give the backup precision is mirrored per format: the input embedding (at `embedding_mode` in
 groups of EMBEDDING_GROUP, when set) and lm_head; a tied table stays at the backup precision. The
-ONNX table is ONNX Runtime's GatherBlockQuantized, symmetric INT4 in blocks of 32, as
-quantize/onnx_weights.py writes it. Tests hold both paths to the same integers on a tiny model.
+ONNX table is ONNX Runtime's GatherBlockQuantized: a tied table reads lm_head's 8-bit weights (one
+copy, INT8); an untied one is symmetric INT4 in blocks of 32, as quantize/onnx_weights.py writes it.
+Tests hold both paths to the same integers on a tiny model (the tied ONNX table excepted).
 """
 
 from __future__ import annotations
@@ -101,9 +102,12 @@ def plan(recipe: Recipe, cfg, weights, fmt: str) -> Plan:
         specs = {n: primary if n in done else backup for n in names}
     head = primary if recipe.all_layers else backup
     if fmt == "onnx":
-        specs[TABLE] = ORT_TABLE
         specs[HEAD] = head
-        recipe = dataclasses.replace(recipe, embedding_mode="int4_sym")  # what GatherBlockQuantized holds
+        if cfg.tie_word_embeddings and head is not None and head[0].startswith("int8"):
+            recipe = dataclasses.replace(recipe, embedding_mode=None)  # the table is read from lm_head's 8 bits
+        else:
+            specs[TABLE] = ORT_TABLE
+            recipe = dataclasses.replace(recipe, embedding_mode="int4_sym")  # what GatherBlockQuantized holds
     elif cfg.tie_word_embeddings:  # one table for the Gather and lm_head: NNCF keeps it at the backup
         specs[TABLE] = head
         if recipe.embedding_mode:
