@@ -174,13 +174,24 @@ def _embedding(g: _Graph) -> str:
         return g.node("Gather", "/model/embed_tokens/Gather", [g.weight(key, table), "input_ids"])
     if q.bits != 4 or q.zero_point is not None or q.values.ndim != 3:
         raise OrtGraphError("GatherBlockQuantized tables are written symmetric INT4 in blocks here")
+    packed, scales, attrs = gather_q4(q)
+    inputs = [g.weight(f"{key}_q4", packed), "input_ids", g.weight(f"{key}_scales", scales)]
+    return g.node("GatherBlockQuantized", "/model/embed_tokens/GatherBlockQuantized", inputs, domain=MS, **attrs)
+
+
+def gather_q4(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, dict]:
+    """GatherBlockQuantized's packed table, scales and attributes for a symmetric INT4 table
+    ([rows, blocks, block] values in -7..7): stored + 8, two per byte, low nibble first."""
     rows, blocks, block = q.values.shape
     values = (q.values.view(np.uint8) + np.uint8(8)).reshape(rows, blocks * block)  # -7..7 -> 1..15 (wraps)
-    packed = g.weight(f"{key}_q4", values[:, 0::2] | (values[:, 1::2] << 4))
-    scales = g.weight(f"{key}_scales", q.scale.reshape(rows, blocks).astype(np.float32))
+    scales = q.scale.reshape(rows, blocks).astype(np.float32)
     attrs = {"bits": 4, "block_size": block, "gather_axis": 0, "quantize_axis": 1}
-    return g.node("GatherBlockQuantized", "/model/embed_tokens/GatherBlockQuantized", [packed, "input_ids", scales],
-                  domain=MS, **attrs)  # fmt: skip
+    return values[:, 0::2] | (values[:, 1::2] << 4), scales, attrs
+
+
+def largest_block(sizes, at_most: int = 128) -> int | None:
+    """The largest MatMulNBits block (a power of two, 16..128, at most `at_most`) dividing every size."""
+    return next((b for b in (128, 64, 32, 16) if b <= at_most and all(k % b == 0 for k in sizes)), None)
 
 
 def _blocked(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
@@ -193,7 +204,7 @@ def _blocked(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
         zp = None if q.zero_point is None else q.zero_point.reshape(n, blocks)
         return q.values, q.scale.reshape(n, blocks).astype(np.float32), zp, blocks
     k = q.values.shape[1]
-    block = next((b for b in (128, 64, 32, 16) if k % b == 0), None)
+    block = largest_block([k])
     if block is None:
         raise OrtGraphError(f"no MatMulNBits block (16..128) divides the input size {k}")
     blocks = k // block

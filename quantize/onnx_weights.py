@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qwen_edge.export.ort_graph import ACCURACY_LEVEL
+from qwen_edge.export.ort_graph import ACCURACY_LEVEL, gather_q4, largest_block
 
 from .recipes import Recipe, RecipeError
-from .streamed import largest_block, quantize_weight, table_int4
+from .streamed import quantize_weight, table_int4
 
 log = logging.getLogger(__name__)
 
@@ -240,16 +240,11 @@ def _quantize_embedding_gathers(model, block: int = EMBEDDING_BLOCK) -> int:
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
         if table is None or len(table.dims) != 2 or table.dims[1] % block:
             continue
-        rows, cols = table.dims
-        t = table_int4(numpy_helper.to_array(table).astype(np.float32), block)
-        scale = t.scale.reshape(rows, cols // block)
-        q = (t.values.astype(np.int16) + 8).astype(np.uint8).reshape(rows, cols)
-        packed = q[:, 0::2] | (q[:, 1::2] << 4)
+        packed, scale, attrs = gather_q4(table_int4(numpy_helper.to_array(table).astype(np.float32), block))
         name = table.name
-        scales = numpy_helper.from_array(scale.astype(np.float32), name + "_scales")
+        scales = numpy_helper.from_array(scale, name + "_scales")
         table.CopyFrom(numpy_helper.from_array(packed, name + "_q4"))
         model.graph.initializer.append(scales)
-        attrs = {"bits": 4, "block_size": block, "gather_axis": 0, "quantize_axis": 1}
         new = helper.make_node(
             "GatherBlockQuantized", [name + "_q4", node.input[1], scales.name], list(node.output),
             name=node.name + "BlockQuantized", domain="com.microsoft", **attrs,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from qwen_edge.export.ort_graph import largest_block
 from qwen_edge.export.quantized_weight import QuantizedWeight
 
 from .recipes import EMBEDDING_GROUP, Recipe, RecipeError
@@ -58,11 +59,6 @@ def matmuls(cfg, fmt: str) -> list[str]:
         for i in range(cfg.num_hidden_layers)
         for part in [*(f"self_attn.{a}" for a in attn), "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
     ]
-
-
-def largest_block(sizes, at_most: int = 128) -> int | None:
-    """The largest MatMulNBits block (a power of two, 16..128, at most `at_most`) dividing every size."""
-    return next((b for b in (128, 64, 32, 16) if b <= at_most and all(k % b == 0 for k in sizes)), None)
 
 
 def read(weights, name: str) -> torch.Tensor:
