@@ -25,8 +25,8 @@ class LazyError(ValueError):
 class LazyWeights(Mapping):
     """name -> tensor, read from the file on every access (nothing is kept)."""
 
-    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]], shapes: dict[str, tuple[int, ...]]):
-        self._readers, self.shapes = readers, shapes
+    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]]):
+        self._readers = readers
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._readers[name]()
@@ -45,7 +45,6 @@ class LazyModel:
 
     config: Qwen2Config
     weights: LazyWeights
-    dtype: torch.dtype
     inv_freq: torch.Tensor = field(init=False)
     rope_scale: float = field(init=False)
 
@@ -79,14 +78,14 @@ def _dense(cfg: Qwen2Config, where: str) -> None:
         raise LazyError(f"{where} is a Qwen2-MoE model: its experts are fused when loaded whole")
 
 
-def _finish(cfg: Qwen2Config, readers: dict, shapes: dict, dtype, where: str) -> LazyModel:
+def _finish(cfg: Qwen2Config, readers: dict, shapes: dict, where: str) -> LazyModel:
     if cfg.tie_word_embeddings and "model.embed_tokens.weight" in readers:
         readers["lm_head.weight"] = readers["model.embed_tokens.weight"]
         shapes["lm_head.weight"] = shapes["model.embed_tokens.weight"]
     problem = mismatch(expected_shapes(cfg), shapes, where)
     if problem:
         raise LazyError(problem)
-    return LazyModel(cfg, LazyWeights(readers, shapes), dtype)
+    return LazyModel(cfg, LazyWeights(readers))
 
 
 def from_gguf(path: Path, cfg: Qwen2Config, dtype: torch.dtype, reader: gguf_file.GGUFFile) -> LazyModel:
@@ -107,7 +106,7 @@ def from_gguf(path: Path, cfg: Qwen2Config, dtype: torch.dtype, reader: gguf_fil
         if name is None:
             raise LazyError(f"{Path(path).name}: tensor {t.name} is not a dense Qwen2 weight")
         readers[name], shapes[name] = reading(t), t.shape
-    return _finish(cfg, readers, shapes, dtype, Path(path).name)
+    return _finish(cfg, readers, shapes, Path(path).name)
 
 
 def from_safetensors(folder: Path, files: list[Path], cfg: Qwen2Config, dtype: torch.dtype) -> LazyModel:
@@ -129,4 +128,4 @@ def from_safetensors(folder: Path, files: list[Path], cfg: Qwen2Config, dtype: t
             if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings):
                 continue
             readers[name], shapes[name] = reading(path, base, name, info), tuple(info["shape"])
-    return _finish(cfg, readers, shapes, dtype, str(folder))
+    return _finish(cfg, readers, shapes, str(folder))
