@@ -4,7 +4,7 @@ NNCF writes MatMulNBits below opset 21 (blocked DequantizeLinear from 21 on, whi
 CPU provider runs as a plain dequantize + MatMul); the `ort` graph is built at opset 20 for that.
 What is done around NNCF, and why:
 - the embedding Gather is left alone by NNCF (it would turn it into an invalid MatMulNBits) and
-  becomes ONNX Runtime's GatherBlockQuantized here: symmetric INT4 in blocks of 32, MatMulNBits's
+  becomes ONNX Runtime's GatherBlockQuantized here: symmetric INT4 in blocks of 128, MatMulNBits's
   packing (two per byte, zero point 8) — the fp32 table was 545 MB of the real 0.5B's 870 MB;
 - the MatMuls NNCF leaves at 8 bit (lm_head, and the layers `ratio` keeps out of INT4) become
   MatMulNBits with bits=8 here: NNCF writes them as DequantizeLinear + MatMul, which decodes ~30x
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qwen_edge.export.ort_graph import ACCURACY_LEVEL, gather_q4, largest_block
+from qwen_edge.export.ort_graph import ACCURACY_LEVEL, TABLE_BLOCK, gather_q4, half_precision, largest_block
 
 from .recipes import Recipe, RecipeError
-from .streamed import quantize_weight, table_int4
+from .streamed import ORT_TABLE, quantize_weight, table_int4
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
     repacked = _repack_zero_points(compressed)
     doubled = _drop_doubled_biases(compressed)
     tables = _quantize_embedding_gathers(compressed)
-    ran = dataclasses.replace(ran, embedding_mode="int4_sym" if tables else None)  # what GatherBlockQuantized holds
+    halved = _half_scales(compressed)
+    ran = dataclasses.replace(ran, embedding_mode=ORT_TABLE if tables else None)  # what GatherBlockQuantized holds
     for node in compressed.graph.node:
         if node.op_type == "MatMulNBits":
             kept = [a for a in node.attribute if a.name != "accuracy_level"]
@@ -97,12 +98,13 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
             node.attribute.extend([*kept, onnx.helper.make_attribute("accuracy_level", ACCURACY_LEVEL)])
     log.info(
         "ONNX: %d MatMulNBits (%d of them 8-bit, %d zero points repacked, %d doubled biases dropped), "
-        "%d GatherBlockQuantized",
+        "%d GatherBlockQuantized, %d scales stored fp16",
         _count(compressed, "MatMulNBits"),
         eight,
         repacked,
         doubled,
         tables,
+        halved,
     )
     from qwen_edge.export.ort_graph import IR_VERSION
 
@@ -226,33 +228,59 @@ def _repack_zero_points(model) -> int:
     return done
 
 
-EMBEDDING_BLOCK = 32
-
-
-def _quantize_embedding_gathers(model, block: int = EMBEDDING_BLOCK) -> int:
+def _quantize_embedding_gathers(model, block: int = TABLE_BLOCK, symmetric: bool = False) -> int:
     """Each Gather of a 2-D float table (the token embedding) -> com.microsoft GatherBlockQuantized:
-    per row, blocks of `block` values scaled by absmax / 7 into -7..7, stored +8 as uint4 pairs."""
+    per row, blocks of `block` values at NNCF's asymmetric INT4 (what the streamed export writes), or
+    `symmetric`: scaled by absmax / 7 into -7..7, stored +8 (the phone's); uint4 pairs."""
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
     done = 0
     for i, node in enumerate(model.graph.node):
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
-        if table is None or len(table.dims) != 2 or table.dims[1] % block:
+        fits = largest_block([table.dims[1]], block) if table is not None and len(table.dims) == 2 else None
+        if fits is None:
             continue
-        packed, scale, attrs = gather_q4(table_int4(numpy_helper.to_array(table).astype(np.float32), block))
+        w = numpy_helper.to_array(table).astype(np.float32)
+        q = table_int4(w, fits) if symmetric else quantize_weight(torch.from_numpy(w), ORT_TABLE, fits)
+        packed, scale, zp, attrs = gather_q4(q)
         name = table.name
-        scales = numpy_helper.from_array(scale, name + "_scales")
         table.CopyFrom(numpy_helper.from_array(packed, name + "_q4"))
-        model.graph.initializer.append(scales)
+        extra = [numpy_helper.from_array(scale, name + "_scales")]
+        extra += [numpy_helper.from_array(zp, name + "_zero_points")] if zp is not None else []
+        model.graph.initializer.extend(extra)
         new = helper.make_node(
-            "GatherBlockQuantized", [name + "_q4", node.input[1], scales.name], list(node.output),
+            "GatherBlockQuantized", [name + "_q4", node.input[1], *(t.name for t in extra)], list(node.output),
             name=node.name + "BlockQuantized", domain="com.microsoft", **attrs,
         )  # fmt: skip
         model.graph.node.remove(node)
         model.graph.node.insert(i, new)
         done += 1
     return done
+
+
+def _half_scales(model) -> int:
+    """Each fp32 scales initializer of MatMulNBits / GatherBlockQuantized that fp16 holds exactly
+    enough (export.ort_graph.half_precision) -> stored fp16, with a Cast back that ONNX Runtime
+    folds at load: what export.ort_graph writes for the same weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    casts = []
+    for node in model.graph.node:
+        t = inits.get(node.input[2]) if node.op_type in ("MatMulNBits", "GatherBlockQuantized") else None
+        if t is None or t.data_type != TensorProto.FLOAT:
+            continue
+        half = half_precision(numpy_helper.to_array(t))
+        if half is None:
+            continue
+        name = t.name
+        t.CopyFrom(numpy_helper.from_array(half, name + "_fp16"))
+        casts.append(helper.make_node("Cast", [t.name], [name], name=f"{name}/Cast", to=TensorProto.FLOAT))
+        del inits[name]  # a scales tensor shared by two nodes is converted once
+    for cast in reversed(casts):  # inputs are initializers: first in the graph is always in order
+        model.graph.node.insert(0, cast)
+    return len(casts)
 
 
 def _drop_doubled_biases(model) -> int:

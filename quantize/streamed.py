@@ -13,7 +13,8 @@ the weights are at 4 bit), computed in a first pass over the weights. Which weig
 give the backup precision is mirrored per format: the input embedding (at `embedding_mode` in
 groups of EMBEDDING_GROUP, when set) and lm_head; a tied table stays at the backup precision. The
 ONNX table is ONNX Runtime's GatherBlockQuantized: a tied table reads lm_head's 8-bit weights (one
-copy, INT8); an untied one is symmetric INT4 in blocks of 32, as quantize/onnx_weights.py writes it.
+copy, INT8); an untied one is asymmetric INT4 in blocks of TABLE_BLOCK, as quantize/onnx_weights.py
+writes it.
 Tests hold both paths to the same integers on a tiny model (the tied ONNX table excepted).
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qwen_edge.export.ort_graph import largest_block
+from qwen_edge.export.ort_graph import TABLE_BLOCK, largest_block
 from qwen_edge.export.quantized_weight import QuantizedWeight
 
 from .recipes import EMBEDDING_GROUP, Recipe, RecipeError
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "model.embed_tokens.weight"
 HEAD = "lm_head.weight"
-ORT_TABLE = ("int4_sym", 32)  # GatherBlockQuantized: the one table layout the ONNX path writes
+ORT_TABLE = "int4_asym"  # GatherBlockQuantized's table: NNCF's asymmetric INT4 in blocks of TABLE_BLOCK
 
 
 def why_not(recipe: Recipe, cfg) -> str | None:
@@ -102,8 +103,9 @@ def plan(recipe: Recipe, cfg, weights, fmt: str) -> Plan:
         if cfg.tie_word_embeddings and head is not None and head[0].startswith("int8"):
             recipe = dataclasses.replace(recipe, embedding_mode=None)  # the table is read from lm_head's 8 bits
         else:
-            specs[TABLE] = ORT_TABLE
-            recipe = dataclasses.replace(recipe, embedding_mode="int4_sym")  # what GatherBlockQuantized holds
+            block = largest_block([cfg.hidden_size], TABLE_BLOCK)
+            specs[TABLE] = (ORT_TABLE, block) if block else None  # no block fits: the table stays float
+            recipe = dataclasses.replace(recipe, embedding_mode=ORT_TABLE if block else None)
     elif cfg.tie_word_embeddings:  # one table for the Gather and lm_head: NNCF keeps it at the backup
         specs[TABLE] = head
         if recipe.embedding_mode:
@@ -186,7 +188,7 @@ CHUNK_VALUES = 1 << 24  # weights quantized 16M values (64 MB in fp32) at a time
 
 def quantize_weight(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
     """[out, in] -> integers, by NNCF's do_integer_quantization (asymmetric: uint8 values and zero
-    points; symmetric: int8 values); the ONNX table by GatherBlockQuantized's rule. Done in blocks
+    points; symmetric: int8 values). Done in blocks
     of rows (every scale belongs to one row, so the result is the same): NNCF's float temporaries
     are several times the weight, 3 GB for the 1.5B's embedding table in one piece."""
     step = max(1, CHUNK_VALUES // w.shape[1])
@@ -200,8 +202,6 @@ def quantize_weight(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
 
 def _quantize_rows(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
     array = w.detach().to(torch.float32).numpy()
-    if (mode, group) == ORT_TABLE:
-        return table_int4(array, group)
     from nncf import CompressWeightsMode
     from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
     from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_quantization
@@ -215,8 +215,8 @@ def _quantize_rows(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
 
 
 def table_int4(w: np.ndarray, block: int) -> QuantizedWeight:
-    """Symmetric INT4 per block of a row: scale absmax / 7, values -7..7 (ONNX Runtime's
-    GatherBlockQuantized stores them + 8)."""
+    """The phone bundle's table (quantize/onnx_int8.py): symmetric INT4 per block of a row, scale
+    absmax / 7, values -7..7 (ONNX Runtime's GatherBlockQuantized stores them + 8)."""
     rows, cols = w.shape
     blocks = w.reshape(rows, cols // block, block)
     scale = np.abs(blocks).max(-1, keepdims=True) / 7.0

@@ -72,20 +72,42 @@ def nbits(folder) -> dict:
     return {n.name.rsplit("/", 1)[0]: next(a.i for a in n.attribute if a.name == "bits") for n in nodes}
 
 
+def stored_scales(folder) -> tuple[set, set]:
+    """(the stored types of every MatMulNBits / GatherBlockQuantized scales input, read directly or
+    through a Cast and a Reshape; the table's GatherBlockQuantized block sizes)."""
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    for node in graph.node:  # in graph order: a Reshape of a Cast of an initializer is resolved too
+        if node.op_type in ("Cast", "Reshape") and node.input[0] in types:
+            types[node.output[0]] = types[node.input[0]]
+    nodes = [n for n in graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized")]
+    blocks = {a.i for n in nodes if n.op_type == "GatherBlockQuantized" for a in n.attribute if a.name == "block_size"}
+    return {types.get(n.input[2]) for n in nodes}, blocks
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_onnx_streamed_int4_matches_the_nncf_path(tied, row, tmp_path):
+    from onnx import TensorProto
+
     gguf = write_gguf(small(tied), tmp_path / "m.gguf")
     build(str(gguf), tmp_path / "streamed", quantize="int4")
     build(load(str(gguf)), tmp_path / "whole", quantize="int4")
     bits = nbits(tmp_path / "streamed")
     assert bits == nbits(tmp_path / "whole") and set(bits.values()) == {4, 8}
+    # scales stored fp16 (Cast back to fp32 in the graph) in both paths; an untied table in blocks of 128
+    for path in ("streamed", "whole"):
+        types, blocks = stored_scales(tmp_path / path)
+        assert types == {TensorProto.FLOAT16}, path
+        assert blocks == {128}, path  # tied, streamed: lm_head's 8-bit blocks (128 here)
     ids = np.array([[5, 17, 100, 33, 200, 7, 9]], np.int64)
     a, b = ort_logits(tmp_path / "streamed", ids), ort_logits(tmp_path / "whole", ids)
     manifest = json.loads((tmp_path / "streamed" / "manifest.json").read_text())
     assert manifest["precision"] == "int4"
     if not tied:
         assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
-        assert manifest["recipe"]["embedding_mode"] == "int4_sym"
+        assert manifest["recipe"]["embedding_mode"] == "int4_asym"
         return
     # tied: the table is lm_head's 8-bit weights (one copy), so closer to the float model than INT4
     import onnx
@@ -99,6 +121,16 @@ def test_onnx_streamed_int4_matches_the_nncf_path(tied, row, tmp_path):
     assert np.abs(a - exact).mean() < np.abs(b - exact).mean()
     size = lambda folder: sum(f.stat().st_size for f in folder.glob("model.onnx*"))  # noqa: E731
     assert size(tmp_path / "streamed") < size(tmp_path / "whole")
+
+
+def test_scales_are_stored_fp16_only_where_fp16_holds_them():
+    from qwen_edge.export.ort_graph import half_precision
+
+    normal = np.array([1e-4, 0.02, 3.0, 0.0], np.float32)
+    assert half_precision(normal).dtype == np.float16
+    assert np.allclose(half_precision(normal), normal, rtol=2**-11)
+    assert half_precision(np.array([1e-6, 0.02], np.float32)) is None  # subnormal in fp16: fewer bits
+    assert half_precision(np.array([7e4], np.float32)) is None  # beyond fp16's range
 
 
 def test_hf_folder_is_read_lazily_tensor_for_tensor(tmp_path):
@@ -174,7 +206,7 @@ def test_streamed_exports_run_in_the_ecosystem_runtimes_as_in_ours(tied, tmp_pat
 
     from qwen_edge.runtime import Engine
 
-    from .test_export_onnx import genai_greedy
+    from .test_export_onnx import genai_agrees
     from .test_export_openvino import F32
 
     gguf = write_gguf(small(tied), tmp_path / "m.gguf")
@@ -190,4 +222,4 @@ def test_streamed_exports_run_in_the_ecosystem_runtimes_as_in_ours(tied, tmp_pat
     ours = Engine.load(tmp_path / "ir", config=F32).generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
     assert theirs == ours and len(set(ours)) > 1
     ours = Engine.load(tmp_path / "ort").generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
-    assert genai_greedy(tmp_path / "ort", prompt, 10) == ours
+    assert genai_agrees(tmp_path / "ort", prompt, ours)
