@@ -45,6 +45,11 @@ def configure_parser(p) -> None:
         help="genai batching: f32 compute and KV cache (default; measured faster here than the CPU plugin's own "
         "bf16 / u8 choice on AMX CPUs, and what client CPUs without AMX run anyway); --no-exact: the plugin's choice",
     )  # fmt: skip
+    p.add_argument(
+        "--prompt-lookup", action="store_true",
+        help="speculative decoding by prompt lookup for every request: guesses from earlier text checked in one "
+        "forward (the same greedy text; faster when answers repeat the prompt, e.g. code edits). Runtime batching",
+    )  # fmt: skip
     add_engine_options(p)
 
 
@@ -84,7 +89,14 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
     if batching == "genai" and not stateful_ir:
         raise ServeError(f"{folder} is an {manifest.format} {manifest.graph} folder: --batching genai needs a stateful "
                          "OpenVINO IR; use --batching runtime")  # fmt: skip
-    batching = ("genai" if stateful_ir else "runtime") if batching == "auto" else batching
+    lookup = bool(options.get("prompt_lookup"))
+    if lookup and batching == "genai":
+        raise ServeError("--prompt-lookup runs in our runtime's batching: use --batching runtime (or auto)")
+    if lookup and manifest.graph == "static":
+        raise ServeError(f"{folder} is a static-shape graph: prompt lookup checks guesses in one forward, which "
+                         "needs a dynamic graph (ort, portable, or an OpenVINO IR)")  # fmt: skip
+    # auto: genai's pipeline on stateful IRs (measured faster), but prompt lookup is ours
+    batching = ("genai" if stateful_ir and not lookup else "runtime") if batching == "auto" else batching
     kwargs = engine_kwargs(options)
     if kwargs.get("draft"):  # the batching scheduler decodes all sequences in one step; guesses are per sequence
         raise ServeError("serve does not take --draft yet: a draft model runs in generate, chat and bench")
@@ -96,7 +108,10 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
         raise ServeError(f"{folder} has no tokenizer.json: the API takes text; export the model with its tokenizer")
     model_id = model_name or Path(folder).resolve().name
     key = api_key or os.environ.get("QWEN_EDGE_API_KEY") or None
-    return build_app(engine, model_id, parallel, max_queue, key, max_tokens_limit, batching), model_id
+    from qwen_edge.runtime.speculative import PromptLookup
+
+    return build_app(engine, model_id, parallel, max_queue, key, max_tokens_limit, batching,
+                     PromptLookup() if lookup else None), model_id  # fmt: skip
 
 
 def _manifest(folder: str):

@@ -131,7 +131,7 @@ class OnnxModel:
 
     def new_batch(self, rows: int) -> list:
         """`rows` caches that `forward` runs together: rows of one buffer on the ort graph."""
-        if self.graph == "ort" and not self.all_logits:
+        if self.graph == "ort" and (self.tail or not self.all_logits):  # every position's: num_logits
             from .ort_rows import RowPool
 
             return RowPool(self, rows).members

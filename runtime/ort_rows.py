@@ -7,7 +7,9 @@ rows in that range that were not asked for get a throwaway token written past th
 nothing reads it and the next real token overwrites it.
 
 Prefill runs one row at a time (GroupQueryAttention's prompt phase wants equal lengths); decode
-steps run every asked row in one call.
+steps run every asked row in one call. On a model loaded with all_logits (speculative decoding), a
+row's append returns every fed position's logits (the graph's num_logits input), as a single
+sequence's cache does: how the server checks a row's prompt-lookup guesses.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ class RowPool:
     def __init__(self, model, rows: int, initial: int = 256):
         self.model, self.rows = model, rows
         self.binding = model.session.io_binding()
-        if model.tail:  # rows decode one token each: one position's logits, bound once
-            self.binding.bind_cpu_input("num_logits", np.ones(1, np.int64))
         self.slots = 0
         self.arrays: dict[str, np.ndarray] = {}
         self.members = [PoolRow(self, r) for r in range(rows)]
@@ -46,10 +46,13 @@ class RowPool:
         if end > self.slots:
             self._grow(min(self.model.capacity, max(end, 2 * self.slots)))
 
-    def _bind(self, lo: int, hi: int, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Run rows lo..hi-1 (contiguous in every buffer: rows are the outer dimension)."""
+    def _bind(self, lo: int, hi: int, ids: np.ndarray, mask: np.ndarray, positions: int = 1) -> np.ndarray:
+        """Run rows lo..hi-1 (contiguous in every buffer: rows are the outer dimension); the logits
+        of each row's last `positions` fed positions (all of them on a graph without num_logits)."""
         m, b = self.model, self.binding
         b.bind_cpu_input("input_ids", ids)
+        if m.tail:
+            b.bind_cpu_input("num_logits", np.array([positions], np.int64))
         b.bind_cpu_input("attention_mask", mask)
         for name, array in self.arrays.items():
             part = array[lo:hi]
@@ -58,17 +61,20 @@ class RowPool:
                 bind = b.bind_input if kind == "past_key_values" else b.bind_output
                 bind(b_name, "cpu", 0, part.dtype, list(part.shape), part.ctypes.data)
         n = ids.shape[1]
-        logits = np.empty((hi - lo, 1 if m.last_only else n, m.vocab), m.logits_dtype)
+        logits = np.empty((hi - lo, positions if m.tail else 1 if m.last_only else n, m.vocab), m.logits_dtype)
         b.bind_output("logits", "cpu", 0, logits.dtype, list(logits.shape), logits.ctypes.data)
         m.session.run_with_iobinding(b)
         return logits
 
-    def prefill(self, row: PoolRow, ids: Sequence[int]) -> np.ndarray:
-        end = row.length + len(ids)
+    def prefill(self, row: PoolRow, ids: Sequence[int], last: bool = True) -> np.ndarray:
+        """Feed `ids` to one row: the last position's logits, or every fed position's ([n, vocab])
+        unless `last` on a model loaded with all_logits."""
+        end, every = row.length + len(ids), self.model.all_logits and not last
         self._room(end)
-        logits = self._bind(row.index, row.index + 1, np.asarray(ids, np.int64)[None], np.ones((1, end), np.int64))
+        ids_2d, mask = np.asarray(ids, np.int64)[None], np.ones((1, end), np.int64)
+        logits = self._bind(row.index, row.index + 1, ids_2d, mask, len(ids) if every else 1)
         row.length = end
-        return self.model.last(logits)
+        return logits[0].astype(np.float32) if every else logits[0, -1].astype(np.float32)
 
     def decode(self, rows: Sequence[PoolRow], tokens: Sequence[int]) -> list[np.ndarray]:
         """One new token for each of `rows`, in one call: their last-position logits, in order."""
@@ -98,8 +104,8 @@ class PoolRow:
     def capacity(self) -> int:
         return self.pool.model.capacity
 
-    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:  # always the last: no all_logits
-        return self.pool.prefill(self, ids)
+    def append(self, ids: Sequence[int], last: bool = False) -> np.ndarray:
+        return self.pool.prefill(self, ids, last)
 
     def trim(self, n: int) -> None:
         self.length = min(self.length, n)  # later slots are ignored (seqlens_k), then overwritten

@@ -134,7 +134,7 @@ def generate(
     while len(output) < s.max_new_tokens:
         if cancel is not None and cancel.is_set():
             return
-        token = _draw(dist(logits), s, rng, refused)
+        token = draw(dist(logits), s, rng, refused)
         done = _emit(token, output, context, stats, start, eos_ids, s)
         if done is not None:
             yield from done
@@ -147,7 +147,7 @@ def generate(
         stats.drafted += len(draft)
         refused, kept = None, 0
         for j, guess in enumerate(draft):
-            if not _accept(dist(rows[j]), s, rng, guess):
+            if not accept(dist(rows[j]), s, rng, guess):
                 refused, logits = guess, rows[j]
                 break
             kept += 1
@@ -178,7 +178,7 @@ def _emit(token, output, context, stats, start, eos_ids, s) -> list[int] | None:
     return None if len(output) < s.max_new_tokens else [token]
 
 
-def _draw(logits: np.ndarray, s: Sampling, rng: np.random.Generator, refused: int | None) -> int:
+def draw(logits: np.ndarray, s: Sampling, rng: np.random.Generator, refused: int | None) -> int:
     if s.temperature <= 0:
         return int(np.argmax(logits))  # greedy never refuses its own argmax: `refused` is not it
     p = probabilities(logits, s)
@@ -192,7 +192,7 @@ def _draw(logits: np.ndarray, s: Sampling, rng: np.random.Generator, refused: in
     return int(rng.choice(p.size, p=p))
 
 
-def _accept(logits: np.ndarray, s: Sampling, rng: np.random.Generator, guess: int) -> bool:
+def accept(logits: np.ndarray, s: Sampling, rng: np.random.Generator, guess: int) -> bool:
     if s.temperature <= 0:
         return int(np.argmax(logits)) == guess
     return rng.random() < probabilities(logits, s)[guess]

@@ -30,9 +30,10 @@ DRAIN_S = 55
 
 
 def build_app(engine, model_id: str, parallel: int = 4, max_queue: int = 64, api_key: str | None = None,
-              max_tokens_limit: int = 4096, batching: str = "runtime") -> Starlette:  # fmt: skip
+              max_tokens_limit: int = 4096, batching: str = "runtime", lookup=None) -> Starlette:  # fmt: skip
     """`engine`: a runtime Engine, or for batching="genai" anything with folder, tokenizer,
-    capacity, device and threads (the pipeline loads the model itself)."""
+    capacity, device and threads (the pipeline loads the model itself). `lookup`: a
+    runtime.speculative.PromptLookup (runtime batching, an engine loaded with speculative=True)."""
     metrics = Metrics()
     state = {"scheduler": None}
     capacity = engine.capacity or 32768
@@ -44,7 +45,7 @@ def build_app(engine, model_id: str, parallel: int = 4, max_queue: int = 64, api
 
                 state["scheduler"] = GenaiScheduler(engine, parallel, max_queue, metrics)
             else:
-                state["scheduler"] = Scheduler(engine, parallel, max_queue, metrics)
+                state["scheduler"] = Scheduler(engine, parallel, max_queue, metrics, lookup)
         return state["scheduler"]
 
     def refused(e: api.ApiError, endpoint: str) -> JSONResponse:
@@ -156,7 +157,7 @@ async def _whole(kind, rid, model_id, job: Job, parsed, request: Request) -> Res
         if reason == "error":
             err = api.ApiError(500, f"generation failed: {message}", kind="server_error")
             return JSONResponse(err.body(), status_code=500)
-        use = api.usage(len(job.prompt), len(job.output), job.reused)
+        use = api.usage(len(job.prompt), len(job.output), job.reused, job.drafted, job.accepted)
         return JSONResponse(api.response(kind, rid, model_id, "".join(pieces), reason, use))
 
 
@@ -177,7 +178,7 @@ async def _stream(kind, rid, model_id, job: Job, parsed):
             elif reason != "cancelled":
                 yield {"data": json.dumps(api.chunk(kind, rid, model_id, None, reason))}
                 if parsed.include_usage:
-                    use = api.usage(len(job.prompt), len(job.output), job.reused)
+                    use = api.usage(len(job.prompt), len(job.output), job.reused, job.drafted, job.accepted)
                     yield {"data": json.dumps(api.usage_chunk(kind, rid, model_id, use))}
             yield {"data": "[DONE]"}
             return

@@ -33,6 +33,8 @@ class Metrics:
         self.finished: collections.Counter = collections.Counter()  # finish reason -> count
         self.prompt_tokens = 0  # computed (a reused prefix is not counted)
         self.completion_tokens = 0
+        self.drafted_tokens = 0  # prompt-lookup guesses checked, and kept
+        self.accepted_tokens = 0
         self.queue_depth = 0
         self.active = 0
         self.peak_active = 0  # most sequences decoded in one step so far
@@ -62,6 +64,8 @@ class Metrics:
             for name, kind, value in (
                 ("prompt_tokens_total", "counter", self.prompt_tokens),
                 ("completion_tokens_total", "counter", self.completion_tokens),
+                ("draft_tokens_total", "counter", self.drafted_tokens),
+                ("draft_tokens_accepted_total", "counter", self.accepted_tokens),
                 ("queue_depth", "gauge", self.queue_depth),
                 ("active_sequences", "gauge", self.active),
                 ("active_sequences_peak", "gauge", self.peak_active),

@@ -198,9 +198,14 @@ def new_id(kind: str) -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
 
 
-def usage(prompt: int, completion: int, cached: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+def usage(prompt: int, completion: int, cached: int, drafted: int = 0, accepted: int = 0) -> dict:
+    """OpenAI's usage; prompt-lookup guesses as its predicted-output counts (accepted / rejected)."""
+    use = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+    if drafted:
+        use["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                            "rejected_prediction_tokens": drafted - accepted}  # fmt: skip
+    return use
 
 
 def response(kind: str, rid: str, model: str, text: str, finish: str, use: dict) -> dict:

@@ -7,6 +7,12 @@ one call per sequence on backends without a batched graph). A request leaves whe
 of text, a stop string, its token limit or the context, or is cancelled (its client went away);
 its row is free for the next one at the next step.
 
+With prompt lookup (`lookup`, a runtime.speculative.PromptLookup), a request whose text so far has
+an earlier match for its last tokens feeds its next token and the guesses that followed that match
+to its own row in one forward, and keeps the guesses the model agrees with, by runtime.speculative's
+rule (greedy: the same text; sampling: the same distribution); its row is trimmed past the first
+refusal. Requests with no guess decode together as before.
+
 Results reach the asyncio side through `loop.call_soon_threadsafe` on the job's queue: events
 ("text", piece), then ("end", finish_reason).
 """
@@ -22,7 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qwen_edge.runtime.generate import Sampling, common_prefix, penalize, reusable_prefix, sample
+from qwen_edge.runtime.generate import Sampling, common_prefix, penalize, reusable_prefix
+from qwen_edge.runtime.speculative import PromptLookup, accept, draw
 from qwen_edge.runtime.streaming import TextStreamer
 
 from .metrics import Metrics
@@ -48,6 +55,10 @@ class Job:
     reused: int = 0
     first_token_s: float | None = None
     streamer: TextStreamer | None = None  # set when admitted
+    drafted: int = 0  # prompt-lookup guesses checked, and kept
+    accepted: int = 0
+    guesses: int = 0  # how many to guess next round (adapts to what is kept)
+    refused: int | None = None  # the guess the model refused last: not to be drawn again (sampling)
 
     def emit(self, *event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -129,8 +140,8 @@ def end(job: Job, reason: str, metrics: Metrics, message: str = "") -> None:
 
 
 class Scheduler:
-    def __init__(self, engine, parallel: int, max_queue: int, metrics: Metrics):
-        self.engine, self.metrics = engine, metrics
+    def __init__(self, engine, parallel: int, max_queue: int, metrics: Metrics, lookup: PromptLookup | None = None):
+        self.engine, self.metrics, self.lookup = engine, metrics, lookup
         self.rows = engine.model.new_batch(parallel)
         self.held: list[list[int]] = [[] for _ in self.rows]  # ids each row's cache holds
         self.active: dict[int, tuple[Job, np.random.Generator, int]] = {}  # row -> job, its rng, next token
@@ -173,7 +184,7 @@ class Scheduler:
         self.held[row] = self.held[row][:keep]
         job.reused = keep
         try:
-            logits = cache.append(job.prompt[keep:])
+            logits = cache.append(job.prompt[keep:], last=True)
         except Exception as e:  # this request's prefill failed (e.g. over the context): it alone ends
             log.warning("prefill failed: %s", e)
             self.metrics.finished["error"] += 1
@@ -182,27 +193,74 @@ class Scheduler:
         job.streamer = TextStreamer(self.engine.tokenizer.decode, job.stop)
         self.active[row] = (job, np.random.default_rng(job.sampling.seed), 0)
         self.metrics.prompt_tokens += len(job.prompt) - keep
+        if self.lookup is not None:
+            job.guesses = min(self.lookup.start_draft, self.lookup.max_draft)
         self._take(row, logits)
 
     def _decode(self) -> None:
-        rows = list(self.active)
-        tokens = [self.active[r][2] for r in rows]
-        logits = self.engine.model.forward([self.rows[r] for r in rows], [[t] for t in tokens])
-        for r, token, lg in zip(rows, tokens, logits, strict=True):
-            self.held[r].append(token)
-            self._take(r, lg)
+        guessed = {r: self._guesses(r) for r in self.active} if self.lookup is not None else {}
+        rows = [r for r in self.active if not guessed.get(r)]
+        if rows:
+            tokens = [self.active[r][2] for r in rows]
+            logits = self.engine.model.forward([self.rows[r] for r in rows], [[t] for t in tokens])
+            for r, token, lg in zip(rows, tokens, logits, strict=True):
+                self.held[r].append(token)
+                self._take(r, lg[-1] if lg.ndim == 2 else lg)  # one position's, however the backend shapes it
+        for r, draft in guessed.items():
+            if draft and r in self.active:
+                self._check(r, draft)
 
-    def _take(self, row: int, logits: np.ndarray) -> None:
-        """Sample the next token of the job in `row` from `logits`, as runtime.generate does;
-        stream its text, or finish the job."""
-        job, rng, _ = self.active[row]
+    def _guesses(self, row: int) -> list[int]:
+        job, _, token = self.active[row]
+        room = min(job.sampling.max_new_tokens - len(job.output), self.rows[row].capacity - len(self.held[row]) - 2)
+        if room < 1 or job.cancelled.is_set():
+            return []
+        return self.lookup.propose([*job.prompt, *job.output], min(job.guesses, room))
+
+    def _check(self, row: int, draft: list[int]) -> None:
+        """Feed the row's next token and its guesses in one forward; keep the guesses the model
+        agrees with (runtime.speculative's rule), trim the row after the first refusal."""
+        job, rng, token = self.active[row]
+        cache, base = self.rows[row], len(self.held[row])
+        logits = cache.append([token, *draft])
+        self.held[row] += [token, *draft]
+        job.drafted += len(draft)
+        self.metrics.drafted_tokens += len(draft)
+        kept, eos = 0, self.engine.tokenizer.eos_token_ids
+        for j, guess in enumerate(draft):
+            if not accept(self._penalized(job, logits[j]), job.sampling, rng, guess):
+                job.refused = guess
+                break
+            kept += 1
+            job.accepted += 1
+            self.metrics.accepted_tokens += 1
+            reason = record(job, guess, eos, self.metrics)
+            if reason is not None:
+                cache.trim(base + 1 + kept)
+                del self.held[row][base + 1 + kept :]
+                return self._finish(row, reason)
+        cache.trim(base + 1 + kept)
+        del self.held[row][base + 1 + kept :]
+        full = kept == len(draft)
+        job.guesses = min(self.lookup.max_draft, job.guesses + 2) if full else max(1, kept + 1)
+        self._take(row, logits[kept])
+
+    def _penalized(self, job: Job, logits: np.ndarray) -> np.ndarray:
         s = job.sampling
-        if job.cancelled.is_set():
-            return self._finish(row, "cancelled")
         if s.repetition_penalty != 1.0 or s.presence_penalty != 0.0:
             seen = np.array([*job.prompt, *job.output], np.int64)
-            logits = penalize(logits, s, seen, np.array(job.output, np.int64))
-        token = sample(logits, s, rng)
+            return penalize(logits, s, seen, np.array(job.output, np.int64))
+        return logits
+
+    def _take(self, row: int, logits: np.ndarray) -> None:
+        """Sample the next token of the job in `row` from `logits`, as runtime.generate does (not
+        the guess the model just refused, under speculative sampling's rule); stream its text, or
+        finish the job."""
+        job, rng, _ = self.active[row]
+        if job.cancelled.is_set():
+            return self._finish(row, "cancelled")
+        token = draw(self._penalized(job, logits), job.sampling, rng, job.refused)
+        job.refused = None
         reason = record(job, token, self.engine.tokenizer.eos_token_ids, self.metrics)
         if reason is None and len(self.held[row]) + 1 > self.rows[row].capacity:
             reason = "length"

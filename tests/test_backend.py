@@ -100,3 +100,25 @@ def test_a_batch_decodes_rows_at_different_positions_in_one_call(export_kinds, k
     np.testing.assert_allclose(rows[3].fork().append([1]), fresh(b, held[3] + [1]), atol=1e-4)
     if kind == "ort":  # one buffer: the rows really are batched
         assert len({id(r.pool) for r in rows}) == 1
+
+
+@pytest.mark.parametrize("kind", ["openvino", "ort", "portable"])
+def test_batch_rows_loaded_for_speculation_check_guesses_in_one_call(export_kinds, kind):
+    """With all_logits (the server's prompt lookup): a batch row's prefill gives the last position,
+    an append of a token and its guesses every position's, rows still decode together, and a trim
+    after a refused guess goes on as if it never came."""
+    _, tmp = export_kinds
+    b, plain = backend.load(tmp / kind, all_logits=True, exact=True), load(tmp / kind)
+    rows = b.new_batch(2)
+    np.testing.assert_allclose(rows[0].append(PROMPT, last=True), fresh(plain, PROMPT), atol=1e-4)
+    rows[1].append(PROMPT[:4], last=True)
+    checked = rows[0].append([3, 4, 5])
+    assert checked.shape[0] == 3
+    for j in range(3):
+        np.testing.assert_allclose(checked[j], fresh(plain, PROMPT + [3, 4, 5][: j + 1]), atol=1e-4)
+    rows[0].trim(len(PROMPT) + 1)  # the guess 4 refused
+    got = [np.reshape(g, (-1, g.shape[-1]))[-1] for g in b.forward(rows, [[6], [7]])]  # [vocab] or [1, vocab]
+    np.testing.assert_allclose(got[0], fresh(plain, PROMPT + [3, 6]), atol=1e-4)
+    np.testing.assert_allclose(got[1], fresh(plain, PROMPT[:4] + [7]), atol=1e-4)
+    if kind == "ort":  # rows of one buffer, as without all_logits
+        assert len({id(r.pool) for r in rows}) == 1

@@ -314,3 +314,29 @@ def test_an_openvino_folder_serves_concurrent_requests_as_alone(export_kinds, ba
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(ask, prompts)) == alone
         assert metric(url, "qwen_edge_active_sequences_peak") >= 2
+
+
+def test_prompt_lookup_answers_as_plain_decoding_and_reports_its_guesses(folder, engine):
+    """serve --prompt-lookup: 8 concurrent greedy requests (4 rows) each answer exactly as plain
+    decoding does alone; guesses were checked and kept (/metrics), and each answer's usage reports
+    its own as OpenAI's predicted-output counts."""
+    prompts = [f"Repeat after me: {w} one two three four {w} one two three four {w}" for w in "abcdefgh"]
+    want = [solo_chat(engine, p, 24)[1].text for p in prompts]
+    with running(folder, prompt_lookup=True, parallel=4, max_queue=16) as (url, model_id):
+        c = client(url)
+
+        def ask(p):
+            return c.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
+                                             max_tokens=24, temperature=0)  # fmt: skip
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(ask, prompts))
+        assert [r.choices[0].message.content for r in got] == want
+        details = [r.usage.completion_tokens_details for r in got if r.usage.completion_tokens_details]
+        accepted = sum(d.accepted_prediction_tokens for d in details)
+        rejected = sum(d.rejected_prediction_tokens for d in details)
+        assert metric(url, "qwen_edge_draft_tokens_total") == accepted + rejected > 0
+        assert metric(url, "qwen_edge_draft_tokens_accepted_total") == accepted > 0
+        sampled = [c.completions.create(model=model_id, prompt=prompts[0], max_tokens=16, temperature=0.9, seed=3)
+                   for _ in range(2)]  # fmt: skip
+        assert sampled[0].choices[0].text == sampled[1].choices[0].text  # a seed repeats a sampled answer
