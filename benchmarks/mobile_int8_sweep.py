@@ -38,7 +38,6 @@ def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = (), storage: s
 
     from qwen_edge.export import bundle
     from qwen_edge.export.ort_graph import IR_VERSION, write_last_logits
-    from qwen_edge.quantize.onnx_int8 import PHONE_TABLE_BLOCK
     from qwen_edge.quantize.onnx_weights import _quantize_embedding_gathers
 
     shutil.rmtree(out, ignore_errors=True)
@@ -59,7 +58,7 @@ def int8_folder(fp32: Path, out: Path, exclude: tuple[str, ...] = (), storage: s
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )  # contrib ops defeat its shape inference; fmt: skip
     model = onnx.load(str(tmp))
-    _quantize_embedding_gathers(model, PHONE_TABLE_BLOCK, symmetric=True)
+    _quantize_embedding_gathers(model, symmetric=True)
     if storage != "fp32":
         _stored_smaller(model, set(exclude), storage)
     model.ir_version = IR_VERSION

@@ -32,7 +32,7 @@ def resident(folder: Path) -> dict:
     """In a fresh process: an ONNX Runtime session on the folder's runtime graph, as our runtime
     opens it, after one 128-token prefill — resident and peak memory in MB."""
     code = f"""
-import json, re, resource, numpy as np, onnxruntime as ort
+import json, re, numpy as np, onnxruntime as ort
 o = ort.SessionOptions(); o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 o.inter_op_num_threads = 1
 s = ort.InferenceSession({str(folder / "model_last_logits.onnx")!r}, o, providers=["CPUExecutionProvider"])
@@ -42,8 +42,9 @@ for i in s.get_inputs():
     if i.name.startswith("past"):
         feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
 s.run(None, feeds)
-now = int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
-print(json.dumps({{"resident_mb": now, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+status = open("/proc/self/status").read()  # VmHWM: getrusage's peak carries over a big parent's
+kb = {{k: int(re.search(k + r":\\s+(\\d+)", status).group(1)) for k in ("VmRSS", "VmHWM")}}
+print(json.dumps({{"resident_mb": kb["VmRSS"] / 1024, "peak_mb": kb["VmHWM"] / 1024}}))
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])

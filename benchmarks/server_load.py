@@ -31,13 +31,14 @@ WORDS = "alpha beta gamma delta river stone cloud music paper window garden oran
 
 
 @contextlib.contextmanager
-def server(folder: Path, parallel: int, threads: int | None, batching: str = "auto", exact: bool = True):
+def server(folder: Path, parallel: int, threads: int | None, batching: str = "auto", exact: bool = True,
+           prompt_lookup: bool = False):  # fmt: skip
     import uvicorn
 
     from qwen_edge.cli.serve import make_app
 
     app, model_id = make_app(str(folder), parallel=parallel, max_queue=256, threads=threads, batching=batching,
-                             exact=exact)  # fmt: skip
+                             exact=exact, prompt_lookup=prompt_lookup)  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 KEEP = ("down_proj",)
 KEPT_STORAGE = ("int8", "fp16")
-PHONE_TABLE_BLOCK = 32  # the embedding table's INT4 blocks in the phone bundle, as measured in the browser (#16)
 
 
 def int8_dynamic(source: Path, out: Path, keep: tuple[str, ...] = KEEP, kept_storage: str = "int8") -> list[str]:
@@ -57,7 +56,7 @@ def int8_dynamic(source: Path, out: Path, keep: tuple[str, ...] = KEEP, kept_sto
         logging.getLogger().removeFilter(quiet)
     model = onnx.load(str(staging / "model.onnx"))
     shutil.rmtree(staging)
-    gathers = _quantize_embedding_gathers(model, PHONE_TABLE_BLOCK, symmetric=True)
+    gathers = _quantize_embedding_gathers(model, symmetric=True)
     _stored_smaller(model, set(kept), kept_storage)
     model.ir_version = IR_VERSION
     onnx.save(model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")

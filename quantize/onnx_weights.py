@@ -32,7 +32,7 @@ import torch
 from qwen_edge.export.ort_graph import ACCURACY_LEVEL, TABLE_BLOCK, gather_q4, half_precision, largest_block
 
 from .recipes import Recipe, RecipeError
-from .streamed import ORT_TABLE, quantize_weight, table_int4
+from .streamed import ORT_TABLE, SYMMETRIC_TABLE, quantize_weight, table_int4
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,11 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
     eight = _int8_matmuls_to_nbits(compressed) + head_8bit
     repacked = _repack_zero_points(compressed)
     doubled = _drop_doubled_biases(compressed)
-    tables = _quantize_embedding_gathers(compressed)
+    symmetric = ran.embedding_mode == "int4_sym"  # the WebGPU copy's table (streamed.SYMMETRIC_TABLE)
+    tables = _quantize_embedding_gathers(compressed, symmetric=symmetric)
     halved = _half_scales(compressed)
-    ran = dataclasses.replace(ran, embedding_mode=ORT_TABLE if tables else None)  # what GatherBlockQuantized holds
+    held = ("int4_sym" if symmetric else ORT_TABLE) if tables else None  # what GatherBlockQuantized holds
+    ran = dataclasses.replace(ran, embedding_mode=held)
     for node in compressed.graph.node:
         if node.op_type == "MatMulNBits":
             kept = [a for a in node.attribute if a.name != "accuracy_level"]
@@ -228,10 +230,12 @@ def _repack_zero_points(model) -> int:
     return done
 
 
-def _quantize_embedding_gathers(model, block: int = TABLE_BLOCK, symmetric: bool = False) -> int:
+def _quantize_embedding_gathers(model, symmetric: bool = False) -> int:
     """Each Gather of a 2-D float table (the token embedding) -> com.microsoft GatherBlockQuantized:
-    per row, blocks of `block` values at NNCF's asymmetric INT4 (what the streamed export writes), or
-    `symmetric`: scaled by absmax / 7 into -7..7, stored +8 (the phone's); uint4 pairs."""
+    per row, blocks of TABLE_BLOCK values at NNCF's asymmetric INT4 (what the streamed export
+    writes), or `symmetric`: blocks of 32 scaled by absmax / 7 into -7..7, stored +8 (the phone's
+    and the WebGPU copy's: streamed.SYMMETRIC_TABLE); uint4 pairs."""
+    block = SYMMETRIC_TABLE[1] if symmetric else TABLE_BLOCK
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}

@@ -165,7 +165,8 @@ def _mobile(model, out: Path, overwrite: bool) -> dict:
         # activations; weight-only INT4 does not need it): the desktop INT4 `ort` recipe, whose
         # MatMulNBits and GroupQueryAttention onnxruntime-web's WebGPU build runs.
         _onnx(loaded, tmp / "plain", graph="ort", dtype="fp32", overwrite=False)
-        webgpu = quantize(tmp / "plain", tmp / WEBGPU, weights="int4", report=True)
+        # a symmetric table: onnxruntime-web's WebGPU GatherBlockQuantized refuses packed zero points
+        webgpu = quantize(tmp / "plain", tmp / WEBGPU, weights="int4", report=True, embedding_mode="int4_sym")
         shutil.rmtree(tmp / "plain")
         text, source = calibration.read_text(None)
         windows = calibration.windows(Tokenizer(loaded.tokenizer_dir).encode(text), 8, 256)

@@ -52,9 +52,12 @@ def quantize(
     max_ppl_increase: float | None = None,
     min_top1: float | None = None,
     overwrite: bool = False,
+    embedding_mode: str | None = None,
 ) -> dict:
     """Compress FOLDER's weights with the `weights` preset (and overrides) into OUTPUT; return the
-    new manifest (its "report" holds the scores when `report`).
+    new manifest (its "report" holds the scores when `report`). `embedding_mode` overrides the
+    preset's for the input embedding table (int4_sym: on ONNX, the symmetric table in blocks of 32
+    that onnxruntime-web's WebGPU kernel reads).
 
     With an accuracy budget (`max_ppl_increase`, relative: 0.05 is +5%; and / or `min_top1`),
     recipes are tried from most to least compressed (`recipes.ladder`) and the first within the
@@ -68,6 +71,7 @@ def quantize(
         raise QuantizeError("--data-free and --awq / --scale-estimation disagree: give one")
     overrides = {k: v for k, v in (("ratio", ratio), ("group_size", group_size)) if v is not None}
     overrides |= {k: True for k, v in (("awq", awq), ("scale_estimation", scale_estimation)) if v}
+    overrides |= {"embedding_mode": embedding_mode} if embedding_mode else {}
     recipe = dataclasses.replace(recipe, **overrides)
     if data_free:
         recipe = recipe.without_data()

@@ -13,8 +13,8 @@ the weights are at 4 bit), computed in a first pass over the weights. Which weig
 give the backup precision is mirrored per format: the input embedding (at `embedding_mode` in
 groups of EMBEDDING_GROUP, when set) and lm_head; a tied table stays at the backup precision. The
 ONNX table is ONNX Runtime's GatherBlockQuantized: a tied table reads lm_head's 8-bit weights (one
-copy, INT8); an untied one is asymmetric INT4 in blocks of TABLE_BLOCK, as quantize/onnx_weights.py
-writes it.
+copy, INT8); an untied one is asymmetric INT4 in blocks of TABLE_BLOCK (symmetric in blocks of 32 for
+an int4_sym embedding_mode), as quantize/onnx_weights.py writes it.
 Tests hold both paths to the same integers on a tiny model (the tied ONNX table excepted).
 """
 
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 TABLE = "model.embed_tokens.weight"
 HEAD = "lm_head.weight"
 ORT_TABLE = "int4_asym"  # GatherBlockQuantized's table: NNCF's asymmetric INT4 in blocks of TABLE_BLOCK
+# ... or, for a recipe whose embedding_mode is int4_sym, symmetric (table_int4) in blocks of 32: the
+# layout onnxruntime-web's WebGPU kernel reads (it refuses packed zero points) and the phone bundle's
+SYMMETRIC_TABLE = ("table_int4_sym", 32)
 
 
 def why_not(recipe: Recipe, cfg) -> str | None:
@@ -103,9 +106,11 @@ def plan(recipe: Recipe, cfg, weights, fmt: str) -> Plan:
         if cfg.tie_word_embeddings and head is not None and head[0].startswith("int8"):
             recipe = dataclasses.replace(recipe, embedding_mode=None)  # the table is read from lm_head's 8 bits
         else:
-            block = largest_block([cfg.hidden_size], TABLE_BLOCK)
-            specs[TABLE] = (ORT_TABLE, block) if block else None  # no block fits: the table stays float
-            recipe = dataclasses.replace(recipe, embedding_mode=ORT_TABLE if block else None)
+            symmetric = recipe.embedding_mode == "int4_sym"
+            block = largest_block([cfg.hidden_size], SYMMETRIC_TABLE[1] if symmetric else TABLE_BLOCK)
+            mode, held = (SYMMETRIC_TABLE[0], "int4_sym") if symmetric else (ORT_TABLE, ORT_TABLE)
+            specs[TABLE] = (mode, block) if block else None  # no block fits: the table stays float
+            recipe = dataclasses.replace(recipe, embedding_mode=held if block else None)
     elif cfg.tie_word_embeddings:  # one table for the Gather and lm_head: NNCF keeps it at the backup
         specs[TABLE] = head
         if recipe.embedding_mode:
@@ -202,6 +207,8 @@ def quantize_weight(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
 
 def _quantize_rows(w: torch.Tensor, mode: str, group: int) -> QuantizedWeight:
     array = w.detach().to(torch.float32).numpy()
+    if mode == SYMMETRIC_TABLE[0]:
+        return table_int4(array, group)
     from nncf import CompressWeightsMode
     from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
     from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_quantization
