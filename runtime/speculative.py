@@ -162,7 +162,15 @@ def generate(
             logits = rows[len(draft)]
         if kept < len(draft):
             step.trim(base + 1 + kept)  # forget the refused guess and what followed it
-        k = min(lookup.max_draft, k + 2) if draft and kept == len(draft) else max(1, kept + 1) if draft else k
+        k = next_guesses(lookup, k, len(draft), kept)
+
+
+def next_guesses(lookup, k: int, drafted: int, kept: int) -> int:
+    """How many tokens to guess next round: 2 more after a fully kept round, one more than were
+    kept after a refusal, unchanged when there was nothing to guess."""
+    if not drafted:
+        return k
+    return min(lookup.max_draft, k + 2) if kept == drafted else max(1, kept + 1)
 
 
 def _emit(token, output, context, stats, start, eos_ids, s) -> list[int] | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qwen_edge.runtime.generate import Sampling, common_prefix, penalize, reusable_prefix
-from qwen_edge.runtime.speculative import PromptLookup, accept, draw
+from qwen_edge.runtime.speculative import PromptLookup, accept, draw, next_guesses
 from qwen_edge.runtime.streaming import TextStreamer
 
 from .metrics import Metrics
@@ -211,7 +211,7 @@ class Scheduler:
                 self._check(r, draft)
 
     def _guesses(self, row: int) -> list[int]:
-        job, _, token = self.active[row]
+        job = self.active[row][0]
         room = min(job.sampling.max_new_tokens - len(job.output), self.rows[row].capacity - len(self.held[row]) - 2)
         if room < 1 or job.cancelled.is_set():
             return []
@@ -223,10 +223,9 @@ class Scheduler:
         job, rng, token = self.active[row]
         cache, base = self.rows[row], len(self.held[row])
         logits = cache.append([token, *draft])
-        self.held[row] += [token, *draft]
         job.drafted += len(draft)
         self.metrics.drafted_tokens += len(draft)
-        kept, eos = 0, self.engine.tokenizer.eos_token_ids
+        kept, reason = 0, None
         for j, guess in enumerate(draft):
             if not accept(self._penalized(job, logits[j]), job.sampling, rng, guess):
                 job.refused = guess
@@ -234,15 +233,14 @@ class Scheduler:
             kept += 1
             job.accepted += 1
             self.metrics.accepted_tokens += 1
-            reason = record(job, guess, eos, self.metrics)
+            reason = record(job, guess, self.engine.tokenizer.eos_token_ids, self.metrics)
             if reason is not None:
-                cache.trim(base + 1 + kept)
-                del self.held[row][base + 1 + kept :]
-                return self._finish(row, reason)
-        cache.trim(base + 1 + kept)
-        del self.held[row][base + 1 + kept :]
-        full = kept == len(draft)
-        job.guesses = min(self.lookup.max_draft, job.guesses + 2) if full else max(1, kept + 1)
+                break
+        cache.trim(base + 1 + kept)  # the next token and the kept guesses stay
+        self.held[row] += [token, *draft[:kept]]
+        if reason is not None:
+            return self._finish(row, reason)
+        job.guesses = next_guesses(self.lookup, job.guesses, len(draft), kept)
         self._take(row, logits[kept])
 
     def _penalized(self, job: Job, logits: np.ndarray) -> np.ndarray:
