@@ -4,8 +4,10 @@ NNCF writes MatMulNBits below opset 21 (blocked DequantizeLinear from 21 on, whi
 CPU provider runs as a plain dequantize + MatMul); the `ort` graph is built at opset 20 for that.
 What is done around NNCF, and why:
 - the embedding Gather is left alone by NNCF (it would turn it into an invalid MatMulNBits) and
-  becomes ONNX Runtime's GatherBlockQuantized here: symmetric INT4 in blocks of 128, MatMulNBits's
-  packing (two per byte, zero point 8) — the fp32 table was 545 MB of the real 0.5B's 870 MB;
+  becomes ONNX Runtime's GatherBlockQuantized here: NNCF's asymmetric INT4 in blocks of 128
+  (symmetric in blocks of 32 for an int4_sym embedding_mode), values and zero points two per byte —
+  the fp32 table was 545 MB of the real 0.5B's 870 MB;
+- scales are stored fp16 with a Cast back to fp32 (_half_scales), as export/ort_graph.py writes them;
 - the MatMuls NNCF leaves at 8 bit (lm_head, and the layers `ratio` keeps out of INT4) become
   MatMulNBits with bits=8 here: NNCF writes them as DequantizeLinear + MatMul, which decodes ~30x
   slower than MatMulNBits on CPU. The per-channel scale and zero point are repeated per block, so
