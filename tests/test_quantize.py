@@ -448,3 +448,14 @@ def test_cli_budgets_parse_and_succeed_and_eval_agrees_with_the_report(fp16_fold
     report = json.loads((out / "report.json").read_text())
     for key in ("perplexity", "reference_perplexity", "perplexity_increase", "top1_agreement"):
         assert scores[key] == pytest.approx(report[key], rel=1e-6), key
+
+
+def test_gptq_on_request(fp16_folder, tmp_path):
+    """--gptq runs NNCF's GPTQ on the calibration text (recorded in the manifest), is refused with
+    --data-free, and on an ONNX folder."""
+    manifest = quantize(fp16_folder, tmp_path / "q", weights="int4", group_size=128, gptq=True, samples=4,
+                        sample_tokens=64, report=False)  # fmt: skip
+    assert manifest["recipe"]["gptq"] and manifest["recipe"]["calibration"]["windows"] >= 1
+    assert weight_types(tmp_path / "q")["u4"] >= 2 * 7
+    with pytest.raises(QuantizeError, match="disagree"):
+        quantize(fp16_folder, tmp_path / "r", weights="int4", gptq=True, data_free=True)
