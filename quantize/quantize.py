@@ -68,16 +68,16 @@ def quantize(
     manifest = _checked_input(folder)
     config = manifest.config
     recipe = default_recipe(weights, config.get("hidden_size"), config.get("num_hidden_layers"))
-    if data_free and (awq or scale_estimation or gptq):
+    methods = {k: True for k, v in (("awq", awq), ("scale_estimation", scale_estimation), ("gptq", gptq)) if v}
+    if data_free and methods:
         raise QuantizeError("--data-free and --awq / --scale-estimation / --gptq disagree: give one")
-    overrides = {k: v for k, v in (("ratio", ratio), ("group_size", group_size)) if v is not None}
-    overrides |= {k: True for k, v in (("awq", awq), ("scale_estimation", scale_estimation), ("gptq", gptq)) if v}
+    overrides = {k: v for k, v in (("ratio", ratio), ("group_size", group_size)) if v is not None} | methods
     overrides |= {"embedding_mode": embedding_mode} if embedding_mode else {}
     recipe = dataclasses.replace(recipe, **overrides)
     if data_free:
         recipe = recipe.without_data()
     budget = {k: v for k, v in (("max_ppl_increase", max_ppl_increase), ("min_top1", min_top1)) if v is not None}
-    if manifest.format == "onnx" and (awq or scale_estimation or gptq):
+    if manifest.format == "onnx" and methods:
         raise QuantizeError(
             f"{folder} is an ONNX folder, compressed data-free here (NNCF's data-aware ONNX path needs the model "
             "as one < 2 GB protobuf): leave out --awq / --scale-estimation / --gptq, or quantize an OpenVINO export"
