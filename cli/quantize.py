@@ -24,13 +24,13 @@ def configure_parser(p) -> None:
     p.add_argument("--samples", type=int, default=32, help="calibration windows")
     p.add_argument("--sample-tokens", type=int, default=256, help="tokens per calibration window")
     p.add_argument("--data-free", action="store_true", help="no data-aware method, whatever the preset says")
-    p.add_argument("--awq", action="store_true", help="AWQ on the calibration text (OpenVINO folders)")
+    p.add_argument("--awq", action="store_true", help="AWQ on the calibration text")
     p.add_argument(
-        "--scale-estimation", action="store_true", help="NNCF's scale estimation on the calibration text (OpenVINO)"
+        "--scale-estimation", action="store_true", help="NNCF's scale estimation on the calibration text"
     )
     p.add_argument(
         "--gptq", action="store_true",
-        help="NNCF's GPTQ on the calibration text (OpenVINO): the most accurate INT4 measured here (real 0.5B "
+        help="NNCF's GPTQ on the calibration text: the most accurate INT4 measured here (real 0.5B "
         "WikiText-2 +0.7%% against +4.7%% data-free), at ~10x the compression time",
     )  # fmt: skip
     p.add_argument("--no-report", dest="report", action="store_false", help="skip the accuracy report")

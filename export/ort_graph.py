@@ -103,20 +103,10 @@ class _Graph:
         return self.node("MatMulNBits", f"{name}/MatMulNBits", [x, *inputs], domain=MS, **attrs)
 
     def nbits(self, key: str, q: QuantizedWeight) -> tuple[list[str], dict]:
-        """MatMulNBits's B, scales and zero points (ONNX Runtime's layout) for `q`, and its attributes."""
-        values, scale, zp, blocks = _blocked(q)
-        n, block = values.shape[0], values.shape[2]
-        attrs = {"K": blocks * block, "N": n, "bits": q.bits, "block_size": block, "accuracy_level": ACCURACY_LEVEL}
-        half = 1 << (q.bits - 1)
-        if zp is None:  # symmetric: stored unsigned, the kernel's default zero point (8 or 128) undoes it
-            values = values.view(np.uint8) + np.uint8(half)  # two's complement + half wraps to the offset
-        if q.bits == 4:
-            values = values[..., 0::2] | (values[..., 1::2] << 4)
-            if zp is not None:
-                zp = np.pad(zp, ((0, 0), (0, blocks % 2)), constant_values=half)
-                zp = zp[:, 0::2] | (zp[:, 1::2] << 4)
-        names = [self.weight(f"{key}.q{q.bits}", values), self.scales(f"{key}.scales", scale.reshape(n * blocks))]
-        return names + ([self.weight(f"{key}.zero_points", zp.reshape(-1))] if zp is not None else []), attrs
+        """MatMulNBits's B, scales and zero points for `q` as initializers, and its attributes."""
+        values, scale, zp, attrs = nbits_arrays(q)
+        names = [self.weight(f"{key}.q{q.bits}", values), self.scales(f"{key}.scales", scale)]
+        return names + ([self.weight(f"{key}.zero_points", zp)] if zp is not None else []), attrs
 
     def rms_norm(self, name, key, h, residual=None):
         """(normed, residual): SimplifiedLayerNorm(h) first, then SkipSimplifiedLayerNorm(residual + h)."""
@@ -210,6 +200,56 @@ def gather_q4(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
         zp = zp[:, 0::2] | (zp[:, 1::2] << 4)
     attrs = {"bits": 4, "block_size": block, "gather_axis": 0, "quantize_axis": 1}
     return values[:, 0::2] | (values[:, 1::2] << 4), scales, zp, attrs
+
+
+def nbits_arrays(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """MatMulNBits's B [N, blocks, block * bits / 8], scales [N * blocks] fp32, zero points (packed
+    two per byte at 4 bits) or None, and its attributes, for `q` in ONNX Runtime's layout."""
+    values, scale, zp, blocks = _blocked(q)
+    n, block = values.shape[0], values.shape[2]
+    attrs = {"K": blocks * block, "N": n, "bits": q.bits, "block_size": block, "accuracy_level": ACCURACY_LEVEL}
+    half = 1 << (q.bits - 1)
+    if zp is None:  # symmetric: stored unsigned, the kernel's default zero point (8 or 128) undoes it
+        values = values.view(np.uint8) + np.uint8(half)  # two's complement + half wraps to the offset
+    if q.bits == 4:
+        values = values[..., 0::2] | (values[..., 1::2] << 4)
+        if zp is not None:
+            zp = np.pad(zp, ((0, 0), (0, blocks % 2)), constant_values=half)
+            zp = zp[:, 0::2] | (zp[:, 1::2] << 4)
+    return values, scale.reshape(n * blocks), None if zp is None else zp.reshape(-1), attrs
+
+
+def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
+    """Weights quantized apart, stacked along their output rows as one MatMulNBits weight (the `ort`
+    graph's packed q, k, v). Parts that differ in bits, group or symmetry meet exactly: at the most
+    bits (a 4-bit value is the same integer in 8), at the smallest group (a channel's or a larger
+    group's scale repeated per block), asymmetric if any part is (a symmetric part's values offset
+    by half its range, with that offset as its zero point)."""
+    if all((p.bits, p.group, p.zero_point is None) == (parts[0].bits, parts[0].group, parts[0].zero_point is None)
+           for p in parts):  # fmt: skip
+        zp = None if parts[0].zero_point is None else np.concatenate([p.zero_point for p in parts])
+        return QuantizedWeight(np.concatenate([p.values for p in parts]), np.concatenate([p.scale for p in parts]),
+                               zp, parts[0].bits)  # fmt: skip
+    k = parts[0].values.shape[1] * (parts[0].values.shape[2] if parts[0].values.ndim == 3 else 1)
+    block = min(p.group if p.group > 0 else k for p in parts)
+    asym = any(p.zero_point is not None for p in parts)
+    values, scales, zps = [], [], []
+    for p in parts:
+        n, group = p.values.shape[0], p.group if p.group > 0 else k
+        if group % block:
+            raise OrtGraphError(f"groups of {group} and {block} cannot share one MatMulNBits weight")
+        repeat = group // block
+        v = p.values.reshape(n, k // block, block)
+        s = np.repeat(p.scale.reshape(n, -1), repeat, 1)
+        zp = None if p.zero_point is None else np.repeat(p.zero_point.reshape(n, -1), repeat, 1)
+        if asym and zp is None:
+            offset = 1 << (p.bits - 1)
+            v, zp = (v.astype(np.int16) + offset).astype(np.uint8), np.full(s.shape, offset, np.uint8)
+        values.append(v)
+        scales.append(s.reshape(n, k // block, 1))
+        zps.append(None if zp is None else zp.reshape(n, k // block, 1))
+    zp = np.concatenate(zps) if asym else None
+    return QuantizedWeight(np.concatenate(values), np.concatenate(scales), zp, max(p.bits for p in parts))
 
 
 def half_precision(array: np.ndarray) -> np.ndarray | None:

@@ -77,13 +77,9 @@ def quantize(
     if data_free:
         recipe = recipe.without_data()
     budget = {k: v for k, v in (("max_ppl_increase", max_ppl_increase), ("min_top1", min_top1)) if v is not None}
-    if manifest.format == "onnx" and methods:
-        raise QuantizeError(
-            f"{folder} is an ONNX folder, compressed data-free here (NNCF's data-aware ONNX path needs the model "
-            "as one < 2 GB protobuf): leave out --awq / --scale-estimation / --gptq, or quantize an OpenVINO export"
-        )
-    if manifest.format == "onnx" and recipe.data_aware:
-        log.info("ONNX: data-free compression (data-aware methods are wired for OpenVINO folders only)")
+    if manifest.format == "onnx" and recipe.data_aware and not methods:
+        # a preset's methods stay data-free on ONNX (as they always have); asked for, they are carried over
+        log.info("ONNX: data-free compression (ask for --awq / --gptq ... to run them through OpenVINO)")
         recipe = recipe.without_data()
     _check_text_inputs(folder, manifest, recipe, report or bool(budget), calibration_text, eval_text, eval_windows)
     start = time.perf_counter()
@@ -212,7 +208,15 @@ def _compress(folder: Path, out: Path, recipe: Recipe, dataset, manifest: dict) 
     if manifest.format == "onnx":
         from .onnx_weights import compress_onnx
 
-        ran = compress_onnx(folder / manifest.model_file, out / manifest.model_file, recipe)
+        if dataset is not None:  # NNCF's data-aware methods on an IR of these weights, integers carried over
+            from qwen_edge.models.qwen2 import Qwen2Config
+
+            from .carry_over import compress_carried
+
+            config = Qwen2Config.from_dict(manifest.config)
+            ran = compress_carried(folder / manifest.model_file, out / manifest.model_file, config, recipe, dataset)
+        else:
+            ran = compress_onnx(folder / manifest.model_file, out / manifest.model_file, recipe)
         if manifest.runtime_file:
             from qwen_edge.export.ort_graph import write_last_logits
 

@@ -451,11 +451,52 @@ def test_cli_budgets_parse_and_succeed_and_eval_agrees_with_the_report(fp16_fold
 
 
 def test_gptq_on_request(fp16_folder, tmp_path):
-    """--gptq runs NNCF's GPTQ on the calibration text (recorded in the manifest), is refused with
-    --data-free, and on an ONNX folder."""
+    """--gptq runs NNCF's GPTQ on the calibration text (recorded in the manifest), and is refused
+    with --data-free."""
     manifest = quantize(fp16_folder, tmp_path / "q", weights="int4", group_size=128, gptq=True, samples=4,
                         sample_tokens=64, report=False)  # fmt: skip
     assert manifest["recipe"]["gptq"] and manifest["recipe"]["calibration"]["windows"] >= 1
     assert weight_types(tmp_path / "q")["u4"] >= 2 * 7
     with pytest.raises(QuantizeError, match="disagree"):
         quantize(fp16_folder, tmp_path / "r", weights="int4", gptq=True, data_free=True)
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_onnx_data_aware_carries_the_openvino_integers_over(ort_folder, fp16_folder, tmp_path, method):
+    """--gptq / --awq on an ONNX `ort` folder: NNCF runs on an IR of its weights, and every MatMulNBits
+    holds exactly the integers, zero points and scales the same recipe writes into the OpenVINO
+    folder of the same model (GPTQ is deterministic; AWQ's folded scales live in those weights). The
+    graph computes what that IR computes (top-1, against chance 1/512 for a miswired node), and
+    onnxruntime-genai runs it as our runtime does."""
+    import onnx
+    import openvino as ov
+
+    from qwen_edge.export.ort_graph import nbits_arrays
+    from qwen_edge.quantize.carry_over import _weight, ir_integers
+    from qwen_edge.runtime.engine import Engine
+    from qwen_edge.runtime.generate import Sampling, generate
+
+    from .test_export_onnx import genai_agrees
+
+    recipe = dict(weights="int4", group_size=32, ratio=0.8, samples=4, sample_tokens=64, report=False, **{method: True})
+    manifest = quantize(ort_folder, tmp_path / "ort", **recipe)
+    quantize(fp16_folder, tmp_path / "ir", **recipe)
+    assert manifest["recipe"][method] and manifest["recipe"]["calibration"]["windows"] == 4
+    assert manifest["recipe"]["embedding_mode"] == "int4_asym"
+    ir = ir_integers(ov.Core().read_model(str(tmp_path / "ir" / "openvino_model.xml")))
+    graph = onnx.load(str(tmp_path / "ort" / "model.onnx")).graph
+    weights = _weights(graph)
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == 2 * 5 + 1 and not [n for n in graph.node if n.op_type == "MatMul"]
+    for node in nbits:
+        values, scales, zp, attrs = nbits_arrays(_weight(ir, node.input[1].rsplit(".", 1)[0]))
+        assert {a.name: a.i for a in node.attribute}["bits"] == attrs["bits"], node.name
+        assert np.array_equal(weights[node.input[1]], values), node.name
+        assert np.array_equal(weights[node.input[2]], scales.astype(np.float16).astype(np.float32)), node.name
+        assert np.array_equal(weights[node.input[3]], zp), node.name
+    assert {a.i for n in nbits for a in n.attribute if a.name == "bits"} == {4, 8}  # ratio's 8-bit layers, lm_head
+    assert evaluate(tmp_path / "ort", tmp_path / "ir", None, 1).top1_agreement >= 0.75
+    if method == "gptq":
+        prompt = [5, 17, 42, 99]
+        ours = list(generate(Engine.load(tmp_path / "ort").step(), prompt, Sampling(max_new_tokens=10), eos_ids=()))
+        assert genai_agrees(tmp_path / "ort", prompt, ours)

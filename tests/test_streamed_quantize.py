@@ -223,3 +223,30 @@ def test_streamed_exports_run_in_the_ecosystem_runtimes_as_in_ours(tied, tmp_pat
     assert theirs == ours and len(set(ours)) > 1
     ours = Engine.load(tmp_path / "ort").generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
     assert genai_agrees(tmp_path / "ort", prompt, ours)
+
+
+def test_concat_rows_meets_parts_of_different_precision_exactly():
+    """The `ort` graph packs q, k and v into one MatMulNBits weight; the IR may hold them at different
+    precisions (4-bit groups, an 8-bit channel-wise backup, symmetric or not): stacked, each part
+    dequantizes to exactly what it did alone, in one layout MatMulNBits reads."""
+    from qwen_edge.export.ort_graph import concat_rows, nbits_arrays
+    from qwen_edge.quantize.streamed import quantize_weight
+
+    rng = np.random.default_rng(0)
+    w = [torch.from_numpy(rng.normal(0, 0.05, (n, 128)).astype(np.float32)) for n in (64, 32, 32, 16)]
+    parts = [quantize_weight(w[0], "int4_asym", 32), quantize_weight(w[1], "int8_asym", -1),
+             quantize_weight(w[2], "int4_sym", 64), quantize_weight(w[3], "int8_sym", -1)]  # fmt: skip
+
+    def dequantized(q):
+        values = q.values.astype(np.float32)
+        zp = 0 if q.zero_point is None else q.zero_point.astype(np.float32)
+        return ((values - zp) * q.scale).reshape(q.values.shape[0], -1)
+
+    stacked = concat_rows(parts)
+    assert stacked.bits == 8 and stacked.group == 32 and stacked.zero_point is not None
+    assert np.array_equal(dequantized(stacked), np.concatenate([dequantized(p) for p in parts]))
+    values, scales, zp, attrs = nbits_arrays(stacked)
+    assert attrs == {"K": 128, "N": 144, "bits": 8, "block_size": 32, "accuracy_level": 4}
+    assert values.shape == (144, 4, 32) and scales.shape == zp.shape == (144 * 4,)
+    same = concat_rows(parts[:1] * 2)  # alike parts: stacked as they are
+    assert same.bits == 4 and np.array_equal(same.values, np.concatenate([parts[0].values] * 2))
