@@ -9,7 +9,10 @@ ROWS.json: {"name": {Recipe field overrides on the `int4` preset}, ...}, e.g.
     {"g128 data-free": {"group_size": 128, "awq": false, "scale_estimation": false},
      "g64 r0.9 awq emb4": {"group_size": 64, "ratio": 0.9, "awq": true, "scale_estimation": false,
                            "embedding_mode": "int4_asym"}}
-A row named "optimum:ARGS" is optimum-cli's export of --hf FOLDER with those extra arguments; a row
+A row named "optimum:ARGS" is optimum-cli's export of --hf FOLDER with those extra arguments; one
+named "builder:KEY=VALUE ..." is onnxruntime-genai's model builder (`-p int4 -e cpu`, those
+`--extra_options`) on --hf FOLDER (give an fp32 one), scored against FP16_FOLDER = our fp32 `ort`
+export (same graph interface, so our ONNX Runtime path runs it); a row
 {"cli": [ARGS]} is `qwen-edge quantize FP16_FOLDER -o OUT --no-report ARGS` (how ONNX `ort` folders
 are measured: FP16_FOLDER is then the fp32 `ort` export, the reference for the scores).
 
@@ -117,6 +120,21 @@ def optimum(hf: Path, out: Path, args: list[str]) -> None:
     timed([*cmd, "--weight-format", "int4", *args, str(out)], out, {"optimum": args})
 
 
+def builder(hf: Path, reference: Path, out: Path, args: list[str]) -> None:
+    """onnxruntime-genai's model builder (INT4, CPU) on the HF folder, timed; the folder it writes is
+    then sealed with the reference `ort` export's manifest fields (same inputs, outputs and config:
+    the two graphs have the same interface) so that `evaluate` runs it through our ONNX Runtime path."""
+    from qwen_edge.export import bundle
+
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", "Qwen/Qwen2.5-Coder", "-i", str(hf),
+           "-o", str(out), "-p", "int4", "-e", "cpu", "-c", str(out.with_name(out.name + ".cache"))]  # fmt: skip
+    timed([*cmd, *(["--extra_options", *args] if args else [])], out, {"builder": args})
+    shutil.rmtree(out.with_name(out.name + ".cache"), ignore_errors=True)
+    m = json.loads((reference / "manifest.json").read_text())
+    info = {k: m[k] for k in ("format", "graph", "model_file", "config", "io")}
+    bundle.seal(out, {**info, "precision": "int4", "source": {"kind": "onnxruntime-genai model builder", "args": args}})
+
+
 def write_hf_folder(model: str, folder: Path, dtype: str = "float16") -> None:
     """MODEL's weights as our loader reads them, in `dtype` (float16: the same values as the fp16
     IR), as an HF folder for optimum-cli."""
@@ -201,6 +219,8 @@ def main() -> None:
         if not out.exists():
             if name.startswith("optimum:"):
                 optimum(args.hf, out, name.split(":", 1)[1].split())
+            elif name.startswith("builder:"):
+                builder(args.hf, args.fp16, out, name.split(":", 1)[1].split())
             elif "cli" in overrides:
                 cmd = [f"{BIN}/qwen-edge", "quantize", str(args.fp16), "-o", str(out), "--no-report"]
                 timed([*cmd, *overrides["cli"]], out, {"cli": overrides["cli"]})

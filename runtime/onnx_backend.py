@@ -94,7 +94,11 @@ class OnnxModel:
         self.past = [n for n in inputs if n.startswith("past_key_values.")]
         first = inputs[self.past[0]]
         self.kv_dtype = np.float16 if "float16" in first.type else np.float32
-        self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
+        # onnxruntime-genai's model builder leaves the head size symbolic ("kv_cache_dim"): the config has it
+        config = manifest.config
+        self.kv_heads = first.shape[1] if isinstance(first.shape[1], int) else config["num_key_value_heads"]
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        self.head_dim = first.shape[3] if isinstance(first.shape[3], int) else head_dim
         self.capacity = manifest.max_context
         if self.graph == "static":
             shapes = manifest.shapes

@@ -234,3 +234,25 @@ def test_ort_graph_carries_moe_on_the_moe_kernel(tmp_path):
     manifest = export_onnx("tiny-moe", tmp_path / "out")
     ops = {n.op_type for n in onnx.load(tmp_path / "out" / "model.onnx", load_external_data=False).graph.node}
     assert manifest["graph"] == "ort" and {"MoE", "GroupQueryAttention"} <= ops
+
+
+def test_a_graph_with_symbolic_kv_sizes_runs_from_the_config(tmp_path):
+    """onnxruntime-genai's model builder leaves the KV head size symbolic ("kv_cache_dim"); our
+    runtime then takes the KV sizes from the config and decodes what the annotated graph decodes."""
+    from qwen_edge.export import bundle
+    from qwen_edge.runtime.engine import Engine
+    from qwen_edge.runtime.generate import Sampling, generate
+
+    manifest = export_onnx("tiny-gqa3", tmp_path / "a")
+    prompt = [5, 17, 42, 99]
+    want = list(generate(Engine.load(tmp_path / "a").step(), prompt, Sampling(max_new_tokens=6), eos_ids=()))
+    proto = onnx.load(str(tmp_path / "a" / "model.onnx"), load_external_data=False)
+    for i in proto.graph.input:
+        if i.name.startswith("past_key_values."):
+            dims = i.type.tensor_type.shape.dim
+            dims[1].dim_param, dims[3].dim_param = "kv_heads", "kv_cache_dim"
+    onnx.save(proto, str(tmp_path / "a" / "model.onnx"))
+    (tmp_path / "a" / "manifest.json").unlink()
+    bundle.seal(tmp_path / "a", {k: v for k, v in manifest.items() if k not in ("files", "tools")})
+    got = list(generate(Engine.load(tmp_path / "a").step(), prompt, Sampling(max_new_tokens=6), eos_ids=()))
+    assert got == want and len(got) == 6
