@@ -89,19 +89,18 @@ def float_model(model_path: Path, cfg: Qwen2Config, dtype: torch.dtype) -> LazyM
 
     proto = onnx.load(str(model_path), load_external_data=False)
     stored = {t.name: t for t in proto.graph.initializer}
-    maps: dict[str, np.memmap] = {}
 
     def array(name: str) -> np.ndarray:
         t = stored[name]
         if t.data_location != onnx.TensorProto.EXTERNAL:
             return onnx.numpy_helper.to_array(t)
         info = {e.key: e.value for e in t.external_data}
-        where = model_path.parent / info["location"]
-        if where not in maps:
-            maps[where] = np.memmap(where, np.uint8, "r")
-        start = int(info.get("offset", 0))
-        raw = maps[where][start : start + int(info["length"])]
-        return raw.view(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).reshape(tuple(t.dims))
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+        # read, not mapped: a mapped file's pages count as this process's memory once touched (the
+        # 1.5B's 7 GB of fp32 weights); read ones are only the kernel's page cache
+        count = int(info["length"]) // dtype.itemsize
+        array = np.fromfile(model_path.parent / info["location"], dtype, count, offset=int(info.get("offset", 0)))
+        return array.reshape(tuple(t.dims))
 
     sizes = {"q": cfg.num_attention_heads * cfg.head_dim, "k": cfg.num_key_value_heads * cfg.head_dim}
     bounds = {"q": (0, sizes["q"]), "k": (sizes["q"], sizes["q"] + sizes["k"]),
@@ -115,7 +114,7 @@ def float_model(model_path: Path, cfg: Qwen2Config, dtype: torch.dtype) -> LazyM
                 a = a[..., lo:hi]
             if transpose:
                 a = a.T
-            return torch.from_numpy(np.array(a)).to(dtype)  # a copy: the map is read-only
+            return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
         return read
 
@@ -185,14 +184,16 @@ def _float_left(integers: dict, cfg: Qwen2Config) -> None:
         raise RecipeError(f"NNCF left {missing[0]} (+{len(missing) - 1} more) uncompressed: nothing to carry over")
 
 
-def _weight(integers: dict, name: str) -> QuantizedWeight | None:
+def _weight(integers: dict, name: str, take: bool = False) -> QuantizedWeight | None:
+    """The integers for the `ort` graph's weight `name`; `take`: removed from `integers` (memory)."""
+    get = integers.pop if take else integers.get
     if name.endswith("qkv_proj.weight"):
         base = name.removesuffix("qkv_proj.weight")
-        parts = [integers.get(f"{base}{p}_proj.weight") for p in "qkv"]
+        parts = [get(f"{base}{p}_proj.weight", None) for p in "qkv"]
         return concat_rows(parts) if all(p is not None for p in parts) else None
     if name == "lm_head.weight" and name not in integers:
-        return integers.get(TABLE)  # tied: the IR's one table is also lm_head
-    return integers.get(name)
+        return get(TABLE, None)  # tied: the IR's one table is also lm_head
+    return get(name, None)
 
 
 def rewrite(model_path: Path, out_path: Path, integers: dict, symmetric_table: bool) -> tuple[int, int]:
@@ -211,7 +212,7 @@ def rewrite(model_path: Path, out_path: Path, integers: dict, symmetric_table: b
         if node.op_type != "MatMul" or node.input[1] not in inits:
             continue
         key = node.input[1]
-        q = _weight(integers, key)
+        q = _weight(integers, key, take=True)
         if q is None:
             continue
         values, scale, zp, attrs = nbits_arrays(q)
