@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qwen_edge.export.onnx_graph import kv_names
 from qwen_edge.export.ort_graph import IR_VERSION, concat_rows, largest_block, nbits_arrays
 from qwen_edge.export.quantized_weight import QuantizedWeight
 from qwen_edge.models.lazy import LazyModel, LazyWeights, expected_shapes, mismatch
@@ -59,7 +60,7 @@ def compress_carried(model_path: Path, out_path: Path, cfg: Qwen2Config, recipe:
     ir_recipe = dataclasses.replace(recipe, group_size=block)
     model = openvino_graph.build(float_model(model_path, cfg, torch.float16), fp16=True)
     n = cfg.num_hidden_layers
-    openvino_ir.to_stateful(model, *_kv_names(n))
+    openvino_ir.to_stateful(model, kv_names(n, "past_key_values"), kv_names(n, "present"))
     model, ran = compress_openvino(model, ir_recipe, dataset)
     if ran.group_size != block:
         raise RecipeError(f"NNCF ran group {ran.group_size}, not the MatMulNBits block {block}")
@@ -68,18 +69,9 @@ def compress_carried(model_path: Path, out_path: Path, cfg: Qwen2Config, recipe:
     _float_left(integers, cfg)
     replaced, tables = rewrite(model_path, out_path, integers, symmetric_table)
     log.info("ONNX: %d MatMulNBits carried over from NNCF's %s on OpenVINO, %d GatherBlockQuantized",
-             replaced, _methods(ran), tables)  # fmt: skip
+             replaced, ran.methods, tables)  # fmt: skip
     held = ("int4_sym" if symmetric_table else ORT_TABLE) if tables else None
     return dataclasses.replace(ran, embedding_mode=held)
-
-
-def _kv_names(n: int) -> tuple[list[str], list[str]]:
-    past = [f"past_key_values.{i}.{p}" for i in range(n) for p in ("key", "value")]
-    return past, [f"present.{i}.{p}" for i in range(n) for p in ("key", "value")]
-
-
-def _methods(recipe: Recipe) -> str:
-    return "+".join(m for m in ("awq", "scale_estimation", "gptq", "lora_correction") if getattr(recipe, m))
 
 
 def float_model(model_path: Path, cfg: Qwen2Config, dtype: torch.dtype) -> LazyModel:

@@ -255,8 +255,7 @@ def _short(r: Recipe) -> str:
     if r.bits == 8:
         return r.mode
     group = "channel-wise" if r.group_size == -1 else f"g{r.group_size}"
-    methods = "+".join(m for m in ("awq", "scale_estimation", "gptq", "lora_correction") if getattr(r, m))
-    return f"{r.mode} {group} ratio {r.ratio:g}" + (f" {methods}" if methods else "")
+    return f"{r.mode} {group} ratio {r.ratio:g}" + (f" {r.methods}" if r.methods else "")
 
 
 def _summary(scores: dict | None, fits: bool) -> str:

@@ -63,8 +63,13 @@ class Recipe:
         return self.ratio * four + (1 - self.ratio) * 8 if self.bits == 4 else 8 + 16 / 1024
 
     @property
+    def methods(self) -> str:
+        """The data-aware methods on, joined by "+" ("" for none)."""
+        return "+".join(m for m in ("awq", "scale_estimation", "gptq", "lora_correction") if getattr(self, m))
+
+    @property
     def data_aware(self) -> bool:
-        return self.awq or self.scale_estimation or self.gptq or self.lora_correction
+        return bool(self.methods)
 
     def fitted(self, matmul_inputs: list[int]) -> Recipe:
         """This recipe, with group size -1 when a MatMul's input size is not a multiple of the group
