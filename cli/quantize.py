@@ -25,9 +25,7 @@ def configure_parser(p) -> None:
     p.add_argument("--sample-tokens", type=int, default=256, help="tokens per calibration window")
     p.add_argument("--data-free", action="store_true", help="no data-aware method, whatever the preset says")
     p.add_argument("--awq", action="store_true", help="AWQ on the calibration text")
-    p.add_argument(
-        "--scale-estimation", action="store_true", help="NNCF's scale estimation on the calibration text"
-    )
+    p.add_argument("--scale-estimation", action="store_true", help="NNCF's scale estimation on the calibration text")
     p.add_argument(
         "--gptq", action="store_true",
         help="NNCF's GPTQ on the calibration text: on the real 0.5B the most accurate INT4 measured "

@@ -89,17 +89,15 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
     if batching == "genai" and not stateful_ir:
         raise ServeError(f"{folder} is an {manifest.format} {manifest.graph} folder: --batching genai needs a stateful "
                          "OpenVINO IR; use --batching runtime")  # fmt: skip
-    lookup = bool(options.get("prompt_lookup"))
-    if lookup and batching == "genai":
-        raise ServeError("--prompt-lookup runs in our runtime's batching: use --batching runtime (or auto)")
-    if lookup and manifest.graph == "static":
-        raise ServeError(f"{folder} is a static-shape graph: prompt lookup checks guesses in one forward, which "
+    guessing = "--prompt-lookup" if options.get("prompt_lookup") else "--draft" if options.get("draft") else None
+    if guessing and batching == "genai":
+        raise ServeError(f"{guessing} runs in our runtime's batching: use --batching runtime (or auto)")
+    if guessing and manifest.graph == "static":
+        raise ServeError(f"{folder} is a static-shape graph: {guessing} checks guesses in one forward, which "
                          "needs a dynamic graph (ort, portable, or an OpenVINO IR)")  # fmt: skip
-    # auto: genai's pipeline on stateful IRs (measured faster), but prompt lookup is ours
-    batching = ("genai" if stateful_ir and not lookup else "runtime") if batching == "auto" else batching
+    # auto: genai's pipeline on stateful IRs (measured faster), but speculative decoding is ours
+    batching = ("genai" if stateful_ir and not guessing else "runtime") if batching == "auto" else batching
     kwargs = engine_kwargs(options)
-    if kwargs.get("draft"):  # the batching scheduler decodes all sequences in one step; guesses are per sequence
-        raise ServeError("serve does not take --draft yet: a draft model runs in generate, chat and bench")
     if batching == "genai":
         engine = _Served(folder, manifest, exact, **kwargs)  # the pipeline warms itself up (server/ov_pipeline.py)
     else:
@@ -111,7 +109,7 @@ def make_app(folder: str, api_key: str | None = None, model_name: str | None = N
     from qwen_edge.runtime.speculative import PromptLookup
 
     return build_app(engine, model_id, parallel, max_queue, key, max_tokens_limit, batching,
-                     PromptLookup() if lookup else None), model_id  # fmt: skip
+                     PromptLookup() if options.get("prompt_lookup") else None), model_id  # fmt: skip
 
 
 def _manifest(folder: str):

@@ -33,7 +33,8 @@ def build_app(engine, model_id: str, parallel: int = 4, max_queue: int = 64, api
               max_tokens_limit: int = 4096, batching: str = "runtime", lookup=None) -> Starlette:  # fmt: skip
     """`engine`: a runtime Engine, or for batching="genai" anything with folder, tokenizer,
     capacity, device and threads (the pipeline loads the model itself). `lookup`: a
-    runtime.speculative.PromptLookup (runtime batching, an engine loaded with speculative=True)."""
+    runtime.speculative.PromptLookup (runtime batching, an engine loaded with speculative=True); an
+    engine loaded with a draft model guesses with it instead."""
     metrics = Metrics()
     state = {"scheduler": None}
     capacity = engine.capacity or 32768

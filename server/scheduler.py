@@ -7,11 +7,12 @@ one call per sequence on backends without a batched graph). A request leaves whe
 of text, a stop string, its token limit or the context, or is cancelled (its client went away);
 its row is free for the next one at the next step.
 
-With prompt lookup (`lookup`, a runtime.speculative.PromptLookup), a request whose text so far has
-an earlier match for its last tokens feeds its next token and the guesses that followed that match
-to its own row in one forward, and keeps the guesses the model agrees with, by runtime.speculative's
-rule (greedy: the same text; sampling: the same distribution); its row is trimmed past the first
-refusal. Requests with no guess decode together as before.
+With prompt lookup (`lookup`, a runtime.speculative.PromptLookup) or a draft model (an engine loaded
+with `draft=`: each row gets a runtime.speculative.DraftModel, a draft KV cache that follows the
+row's text), a request that has guesses feeds its next token and the guesses to its own row in one
+forward, and keeps the guesses the model agrees with, by runtime.speculative's rule (greedy: the
+same text; sampling: the same distribution); its row is trimmed past the first refusal. Requests
+with no guess decode together as before.
 
 Results reach the asyncio side through `loop.call_soon_threadsafe` on the job's queue: events
 ("text", piece), then ("end", finish_reason).
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qwen_edge.runtime.generate import Sampling, common_prefix, penalize, reusable_prefix
-from qwen_edge.runtime.speculative import PromptLookup, accept, draw, next_guesses
+from qwen_edge.runtime.speculative import DraftModel, PromptLookup, accept, draw, next_guesses
 from qwen_edge.runtime.streaming import TextStreamer
 
 from .metrics import Metrics
@@ -141,8 +142,15 @@ def end(job: Job, reason: str, metrics: Metrics, message: str = "") -> None:
 
 class Scheduler:
     def __init__(self, engine, parallel: int, max_queue: int, metrics: Metrics, lookup: PromptLookup | None = None):
-        self.engine, self.metrics, self.lookup = engine, metrics, lookup
+        self.engine, self.metrics = engine, metrics
         self.rows = engine.model.new_batch(parallel)
+        # who guesses for each row: prompt lookup (no state: one for all), or the engine's draft model
+        # (a KV cache of its own per row); None: nobody
+        draft = getattr(engine, "draft", None)
+        if draft is not None:
+            self.guessers = [DraftModel(draft.model, min_confidence=engine.draft_confidence) for _ in self.rows]
+        else:
+            self.guessers = [lookup] * len(self.rows) if lookup is not None else None
         self.held: list[list[int]] = [[] for _ in self.rows]  # ids each row's cache holds
         self.active: dict[int, tuple[Job, np.random.Generator, int]] = {}  # row -> job, its rng, next token
         self.inbox = Inbox(max_queue, metrics)
@@ -193,12 +201,12 @@ class Scheduler:
         job.streamer = TextStreamer(self.engine.tokenizer.decode, job.stop)
         self.active[row] = (job, np.random.default_rng(job.sampling.seed), 0)
         self.metrics.prompt_tokens += len(job.prompt) - keep
-        if self.lookup is not None:
-            job.guesses = min(self.lookup.start_draft, self.lookup.max_draft)
+        if self.guessers is not None:
+            job.guesses = min(self.guessers[row].start_draft, self.guessers[row].max_draft)
         self._take(row, logits)
 
     def _decode(self) -> None:
-        guessed = {r: self._guesses(r) for r in self.active} if self.lookup is not None else {}
+        guessed = {r: self._guesses(r) for r in self.active} if self.guessers is not None else {}
         rows = [r for r in self.active if not guessed.get(r)]
         if rows:
             tokens = [self.active[r][2] for r in rows]
@@ -215,7 +223,7 @@ class Scheduler:
         room = min(job.sampling.max_new_tokens - len(job.output), self.rows[row].capacity - len(self.held[row]) - 2)
         if room < 1 or job.cancelled.is_set():
             return []
-        return self.lookup.propose([*job.prompt, *job.output], min(job.guesses, room))
+        return self.guessers[row].propose([*job.prompt, *job.output], min(job.guesses, room))
 
     def _check(self, row: int, draft: list[int]) -> None:
         """Feed the row's next token and its guesses in one forward; keep the guesses the model
@@ -240,7 +248,7 @@ class Scheduler:
         self.held[row] += [token, *draft[:kept]]
         if reason is not None:
             return self._finish(row, reason)
-        job.guesses = next_guesses(self.lookup, job.guesses, len(draft), kept)
+        job.guesses = next_guesses(self.guessers[row], job.guesses, len(draft), kept)
         self._take(row, logits[kept])
 
     def _penalized(self, job: Job, logits: np.ndarray) -> np.ndarray:

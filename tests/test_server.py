@@ -340,3 +340,56 @@ def test_prompt_lookup_answers_as_plain_decoding_and_reports_its_guesses(folder,
         sampled = [c.completions.create(model=model_id, prompt=prompts[0], max_tokens=16, temperature=0.9, seed=3)
                    for _ in range(2)]  # fmt: skip
         assert sampled[0].choices[0].text == sampled[1].choices[0].text  # a seed repeats a sampled answer
+
+
+@pytest.fixture(scope="module")
+def drafts(folder, tmp_path_factory):
+    """Draft folders with the target's tokenizer: the target's own weights (guesses nearly always
+    kept) and another random model (nearly always refused), so both paths of a check run."""
+    from qwen_edge.export.to_onnx import export_onnx
+    from qwen_edge.models.shapes import random_model
+
+    from .gguf_writer import write_gguf
+
+    tmp = tmp_path_factory.mktemp("drafts")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QWEN_EDGE_CACHE", str(tmp / "cache"))
+        export_onnx(str(write_gguf(random_model("tiny-untied", seed=9, std=0.1), tmp / "o.gguf")), tmp / "other")
+    return {"same": folder, "other": tmp / "other"}
+
+
+@pytest.mark.parametrize("draft", ["same", "other"])
+def test_a_draft_model_answers_as_plain_decoding(folder, engine, drafts, draft):
+    """serve --draft: each of 4 rows guesses with a draft KV cache of its own; 8 concurrent greedy
+    requests answer exactly as plain decoding alone, and the guesses are counted in usage and
+    /metrics (kept with the target's own weights as draft, refused with another model's)."""
+    prompts = [f"Tell me about {w} and then {w} again" for w in "abcdefgh"]
+    want = [solo_chat(engine, p, 20)[1].text for p in prompts]
+    with running(folder, draft=str(drafts[draft]), draft_confidence=0.0, parallel=4, max_queue=16) as (url, model_id):
+        c = client(url)
+
+        def ask(p):
+            return c.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
+                                             max_tokens=20, temperature=0)  # fmt: skip
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(ask, prompts))
+        assert [r.choices[0].message.content for r in got] == want
+        details = [r.usage.completion_tokens_details for r in got if r.usage.completion_tokens_details]
+        accepted = sum(d.accepted_prediction_tokens for d in details)
+        rejected = sum(d.rejected_prediction_tokens for d in details)
+        assert metric(url, "qwen_edge_draft_tokens_total") == accepted + rejected > 0
+        assert (accepted > rejected) if draft == "same" else (rejected > accepted)
+
+
+def test_speculative_serving_is_refused_where_it_cannot_run(folder, drafts, export_kinds):
+    """Guesses are checked by our runtime's batching: with openvino_genai's pipeline, or on a folder
+    that is not a stateful IR, --batching genai is refused in one line naming the fix."""
+    from qwen_edge.cli.serve import ServeError, make_app
+
+    _, tmp = export_kinds
+    for flag, option in (("--draft", {"draft": str(drafts["same"])}), ("--prompt-lookup", {"prompt_lookup": True})):
+        with pytest.raises(ServeError, match=f"{flag} runs in our runtime's batching"):
+            make_app(str(tmp / "openvino"), batching="genai", **option)
+    with pytest.raises(ServeError, match="--batching genai needs a stateful OpenVINO IR"):
+        make_app(str(folder), prompt_lookup=True, batching="genai")
