@@ -32,13 +32,14 @@ WORDS = "alpha beta gamma delta river stone cloud music paper window garden oran
 
 @contextlib.contextmanager
 def server(folder: Path, parallel: int, threads: int | None, batching: str = "auto", exact: bool = True,
-           prompt_lookup: bool = False):  # fmt: skip
+           **options):  # fmt: skip
+    """serve's app on a free loopback port; `options`: more of make_app's (prompt_lookup, draft, ...)."""
     import uvicorn
 
     from qwen_edge.cli.serve import make_app
 
     app, model_id = make_app(str(folder), parallel=parallel, max_queue=256, threads=threads, batching=batching,
-                             exact=exact, prompt_lookup=prompt_lookup)  # fmt: skip
+                             exact=exact, **options)  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

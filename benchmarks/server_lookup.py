@@ -1,6 +1,7 @@
-"""`qwen-edge serve --prompt-lookup` against the plain server on code edits (issue #18).
+"""`qwen-edge serve --prompt-lookup` (or `--draft FOLDER`) against the plain server on code edits (issue #18).
 
     .venv/bin/python benchmarks/server_lookup.py /tmp/real-ort4 --clients 1,4 --rounds 2 --json OUT.json
+    .venv/bin/python benchmarks/server_lookup.py TARGET --draft SMALL_FOLDER --clients 1,4 --json OUT.json
 
 The 9 code-editing chat prompts of benchmarks/prompt_lookup.py (a function and "rename / add type
 hints / add docstrings": the answer is mostly the function again), greedy, up to --new tokens, each
@@ -69,36 +70,38 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--new", type=int, default=192)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--draft", type=Path, help="measure serve --draft FOLDER instead of --prompt-lookup")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    guessing = ("--draft", {"draft": str(args.draft)}) if args.draft else ("--prompt-lookup", {"prompt_lookup": True})
+    modes = {"plain": {}, guessing[0]: guessing[1]}
     contents = [f"{code}\n{edit}" for code in FUNCTIONS for edit in EDITS]
     levels = [int(c) for c in args.clients.split(",")]
     runs = []
     for rnd in range(args.rounds):
-        for lookup in (False, True):
-            with server(args.folder, max(levels), args.threads, "runtime", prompt_lookup=lookup) as (url, model_id):
+        for mode, options in modes.items():
+            with server(args.folder, max(levels), args.threads, "runtime", **options) as (url, model_id):
                 level(url, model_id, ["warm up"], 1, 8)
                 for c in levels:
-                    r = {"round": rnd, "prompt_lookup": lookup, **level(url, model_id, contents, c, args.new)}
+                    r = {"round": rnd, "mode": mode, **level(url, model_id, contents, c, args.new)}
                     runs.append(r)
                     print(json.dumps({k: v for k, v in r.items() if k != "texts"}), flush=True)
-    plain = next(r["texts"] for r in runs if not r["prompt_lookup"])
+    plain = next(r["texts"] for r in runs if r["mode"] == "plain")
     rows = []
-    for lookup in (False, True):
+    for mode in modes:
         for c in levels:
-            mine = [r for r in runs if r["prompt_lookup"] == lookup and r["clients"] == c]
+            mine = [r for r in runs if r["mode"] == mode and r["clients"] == c]
             med = {k: statistics.median(r[k] for r in mine) for k in ("throughput_tok_s", "decode_tok_s_p50",
                                                                      "ttft_p50_s")}  # fmt: skip
             kept = [r["kept_share"] for r in mine if r["kept_share"] is not None]
             same = sum(a == b for r in mine for a, b in zip(r["texts"], plain, strict=True))
-            rows.append({"prompt_lookup": lookup, "clients": c, **med, "kept_share": statistics.median(kept)
+            rows.append({"mode": mode, "clients": c, **med, "kept_share": statistics.median(kept)
                          if kept else None, "identical_to_plain": f"{same} of {len(mine) * len(plain)}"})  # fmt: skip
     print("\n| server | clients | throughput tok/s | per-request decode tok/s | TTFT p50 | guesses kept | same text |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         kept = f"{100 * r['kept_share']:.0f}%" if r["kept_share"] is not None else "—"
-        name = "--prompt-lookup" if r["prompt_lookup"] else "plain"
-        print(f"| {name} | {r['clients']} | {r['throughput_tok_s']:.1f} | {r['decode_tok_s_p50']:.1f} | "
+        print(f"| {r['mode']} | {r['clients']} | {r['throughput_tok_s']:.1f} | {r['decode_tok_s_p50']:.1f} | "
               f"{r['ttft_p50_s']:.2f} s | {kept} | {r['identical_to_plain']} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "runs": runs}, indent=2) + "\n")
