@@ -316,6 +316,22 @@ def test_an_openvino_folder_serves_concurrent_requests_as_alone(export_kinds, ba
         assert metric(url, "qwen_edge_active_sequences_peak") >= 2
 
 
+def concurrent_greedy_chats(url, model_id, prompts, n):
+    """Each prompt as a greedy chat request, all at once from 8 threads: (the answers, and the
+    guesses kept and refused as their usage reports them)."""
+    c = client(url)
+
+    def ask(p):
+        return c.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}], max_tokens=n,
+                                         temperature=0)  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, prompts))
+    details = [r.usage.completion_tokens_details for r in got if r.usage.completion_tokens_details]
+    accepted = sum(d.accepted_prediction_tokens for d in details)
+    return [r.choices[0].message.content for r in got], accepted, sum(d.rejected_prediction_tokens for d in details)
+
+
 def test_prompt_lookup_answers_as_plain_decoding_and_reports_its_guesses(folder, engine):
     """serve --prompt-lookup: 8 concurrent greedy requests (4 rows) each answer exactly as plain
     decoding does alone; guesses were checked and kept (/metrics), and each answer's usage reports
@@ -323,20 +339,11 @@ def test_prompt_lookup_answers_as_plain_decoding_and_reports_its_guesses(folder,
     prompts = [f"Repeat after me: {w} one two three four {w} one two three four {w}" for w in "abcdefgh"]
     want = [solo_chat(engine, p, 24)[1].text for p in prompts]
     with running(folder, prompt_lookup=True, parallel=4, max_queue=16) as (url, model_id):
-        c = client(url)
-
-        def ask(p):
-            return c.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
-                                             max_tokens=24, temperature=0)  # fmt: skip
-
-        with ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(ask, prompts))
-        assert [r.choices[0].message.content for r in got] == want
-        details = [r.usage.completion_tokens_details for r in got if r.usage.completion_tokens_details]
-        accepted = sum(d.accepted_prediction_tokens for d in details)
-        rejected = sum(d.rejected_prediction_tokens for d in details)
+        texts, accepted, rejected = concurrent_greedy_chats(url, model_id, prompts, 24)
+        assert texts == want
         assert metric(url, "qwen_edge_draft_tokens_total") == accepted + rejected > 0
         assert metric(url, "qwen_edge_draft_tokens_accepted_total") == accepted > 0
+        c = client(url)
         sampled = [c.completions.create(model=model_id, prompt=prompts[0], max_tokens=16, temperature=0.9, seed=3)
                    for _ in range(2)]  # fmt: skip
         assert sampled[0].choices[0].text == sampled[1].choices[0].text  # a seed repeats a sampled answer
@@ -366,18 +373,8 @@ def test_a_draft_model_answers_as_plain_decoding(folder, engine, drafts, draft):
     prompts = [f"Tell me about {w} and then {w} again" for w in "abcdefgh"]
     want = [solo_chat(engine, p, 20)[1].text for p in prompts]
     with running(folder, draft=str(drafts[draft]), draft_confidence=0.0, parallel=4, max_queue=16) as (url, model_id):
-        c = client(url)
-
-        def ask(p):
-            return c.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
-                                             max_tokens=20, temperature=0)  # fmt: skip
-
-        with ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(ask, prompts))
-        assert [r.choices[0].message.content for r in got] == want
-        details = [r.usage.completion_tokens_details for r in got if r.usage.completion_tokens_details]
-        accepted = sum(d.accepted_prediction_tokens for d in details)
-        rejected = sum(d.rejected_prediction_tokens for d in details)
+        texts, accepted, rejected = concurrent_greedy_chats(url, model_id, prompts, 20)
+        assert texts == want
         assert metric(url, "qwen_edge_draft_tokens_total") == accepted + rejected > 0
         assert (accepted > rejected) if draft == "same" else (rejected > accepted)
 
