@@ -98,9 +98,18 @@ def float_model(model_path: Path, cfg: Qwen2Config, dtype: torch.dtype) -> LazyM
     bounds = {"q": (0, sizes["q"]), "k": (sizes["q"], sizes["q"] + sizes["k"]),
               "v": (sizes["q"] + sizes["k"], sizes["q"] + 2 * sizes["k"])}  # fmt: skip
 
+    packed: dict[str, list] = {}  # a packed q / k / v tensor, read once for its 3 parts: [array, parts left]
+
+    def packed_part(name: str) -> np.ndarray:
+        entry = packed.setdefault(name, [None, 3])
+        if entry[0] is None:
+            entry[0] = array(name)
+        entry[1] -= 1
+        return (packed.pop(name) if entry[1] == 0 else entry)[0]
+
     def reader(name: str, part: str | None = None, transpose: bool = False):
         def read():
-            a = array(name)
+            a = array(name) if part is None else packed_part(name)
             if part is not None:  # rows of q, k or v in the packed weight ([in, out]: columns) or bias
                 lo, hi = bounds[part]
                 a = a[..., lo:hi]
