@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from qwen_edge.export.onnx_graph import kv_names
-from qwen_edge.export.ort_graph import IR_VERSION, concat_rows, largest_block, nbits_arrays
+from qwen_edge.export.ort_graph import concat_rows, largest_block, nbits_arrays
 from qwen_edge.export.quantized_weight import QuantizedWeight
 from qwen_edge.models.lazy import LazyModel, LazyWeights, expected_shapes, mismatch
 from qwen_edge.models.qwen2 import Qwen2Config
@@ -203,13 +203,13 @@ def rewrite(model_path: Path, out_path: Path, integers: dict, symmetric_table: b
     import onnx
     from onnx import external_data_helper, helper, numpy_helper
 
-    from .onnx_weights import _half_scales, _quantize_embedding_gathers
+    from .onnx_weights import _half_scales, _quantize_embedding_gathers, save
 
     proto = onnx.load(str(model_path), load_external_data=False)
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
     replaced = 0
-    for i, node in enumerate(graph.node):
+    for node in graph.node:
         if node.op_type != "MatMul" or node.input[1] not in inits:
             continue
         key = node.input[1]
@@ -222,15 +222,11 @@ def rewrite(model_path: Path, out_path: Path, integers: dict, symmetric_table: b
         graph.initializer.remove(inits.pop(key))
         graph.initializer.extend(tensors)
         name = node.name.removesuffix("/MatMul") + "/MatMulNBits"
-        fused = helper.make_node("MatMulNBits", [node.input[0], *(t.name for t in tensors)], list(node.output),
-                                 name=name, domain="com.microsoft", **attrs)  # fmt: skip
-        graph.node.remove(node)
-        graph.node.insert(i, fused)
+        node.CopyFrom(helper.make_node("MatMulNBits", [node.input[0], *(t.name for t in tensors)], list(node.output),
+                                       name=name, domain="com.microsoft", **attrs))  # fmt: skip
         replaced += 1
     external_data_helper.load_external_data_for_model(proto, str(model_path.parent))  # what is left: norms, biases
     tables = _quantize_embedding_gathers(proto, symmetric=symmetric_table)
     _half_scales(proto)
-    proto.ir_version = min(proto.ir_version, IR_VERSION)
-    onnx.save_model(proto, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=out_path.name + ".data", size_threshold=1024)  # fmt: skip
+    save(proto, out_path)
     return replaced, tables

@@ -110,18 +110,19 @@ def compress_onnx(model_path: Path, out_path: Path, recipe: Recipe) -> Recipe:
         tables,
         halved,
     )
+    save(compressed, out_path)
+    return ran
+
+
+def save(model, out_path: Path) -> None:
+    """`out_path` and its one external data file, at ONNX IR 10 (onnxruntime-web's limit)."""
+    import onnx
+
     from qwen_edge.export.ort_graph import IR_VERSION
 
-    compressed.ir_version = min(compressed.ir_version, IR_VERSION)
-    onnx.save_model(
-        compressed,
-        str(out_path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=out_path.name + ".data",
-        size_threshold=1024,
-    )
-    return ran
+    model.ir_version = min(model.ir_version, IR_VERSION)
+    onnx.save_model(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=out_path.name + ".data", size_threshold=1024)  # fmt: skip
 
 
 def _int8_matmuls_to_nbits(model) -> int:
