@@ -4,10 +4,15 @@ the same folder, same prompts, alternating in one run; and openvino_genai's own 
 
     .venv/bin/python benchmarks/prompt_lookup.py /tmp/real-ort4 /tmp/real-ov4 --json /tmp/lookup.json
 
-Each prompt is a function and an edit (rename, add a parameter, add a docstring, ...): the answer is
-mostly the function again. Reported per folder: decode tokens/s (median over prompts), the speed-up
-of decode and of the whole answer (prompt in to last token: what openvino_genai's figure is too),
-whether the text is identical to plain greedy decoding, and the share of guesses kept.
+Each prompt is a function and an edit. Two sets: "edits" (rename, type hints, docstrings: the answer
+is mostly the function again; the issue's set) and "rewrites" (logging, comments, validation: more
+new text), the second kept apart so a lookup setting tuned on one is checked on the other.
+`--one-token-draft 1 8` runs prompt lookup once per setting of PromptLookup.one_token_draft (the
+guesses after a one-token match; 8 was the behaviour before it existed), all side by side.
+
+Reported per folder and set: decode tokens/s (median over prompts), the speed-up of decode and of
+the whole answer (prompt in to last token: what openvino_genai's figure is too), whether the text is
+identical to plain greedy decoding, and the share of guesses kept.
 """
 
 from __future__ import annotations
@@ -62,16 +67,62 @@ EDITS = [
 ]
 
 
-def prompts(tokenizer) -> list[list[int]]:
+REWRITE_FUNCTIONS = [
+    """def merge_intervals(intervals):
+    intervals = sorted(intervals)
+    merged = []
+    for start, end in intervals:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+""",
+    """def word_frequencies(text, stopwords=()):
+    counts = {}
+    for word in text.lower().split():
+        word = word.strip(".,;:!?")
+        if not word or word in stopwords:
+            continue
+        counts[word] = counts.get(word, 0) + 1
+    return counts
+""",
+    """class Stack:
+    def __init__(self):
+        self.items = []
+
+    def push(self, item):
+        self.items.append(item)
+
+    def pop(self):
+        if not self.items:
+            raise IndexError("pop from an empty stack")
+        return self.items.pop()
+
+    def peek(self):
+        return self.items[-1] if self.items else None
+""",
+]
+REWRITES = [
+    "Add a `verbose` parameter that logs what the code does. Reply with the whole code only.",
+    "Rewrite it in snake_case with comments explaining each step. Reply with the whole code only.",
+    "Add input validation that raises TypeError on wrong types. Reply with the whole code only.",
+]
+SETS = {"edits": (FUNCTIONS, EDITS), "rewrites": (REWRITE_FUNCTIONS, REWRITES)}
+
+
+def prompts(tokenizer, name: str = "edits") -> list[list[int]]:
+    functions, edits = SETS[name]
     out = []
-    for code in FUNCTIONS:
-        for edit in EDITS:
+    for code in functions:
+        for edit in edits:
             messages = [{"role": "user", "content": f"{code}\n{edit}"}]
             out.append(tokenizer.encode(tokenizer.apply_chat_template(messages)))
     return out
 
 
-def ours(folder: Path, ids_list, new: int, threads: int) -> list[dict]:
+def ours(folder: Path, ids_list, new: int, threads: int, one_token_drafts: list[int]) -> list[dict]:
+    """One row per prompt: plain, then prompt lookup with each one_token_draft setting, in turn."""
     from qwen_edge.runtime import Engine
     from qwen_edge.runtime.speculative import PromptLookup
 
@@ -82,12 +133,25 @@ def ours(folder: Path, ids_list, new: int, threads: int) -> list[dict]:
     rows = []
     for ids in ids_list:
         a = plain.generate(ids, max_new_tokens=new)
-        b = spec.session().generate(ids, max_new_tokens=new, speculative=PromptLookup())
-        rows.append({"plain_tok_s": a.stats.decode_tokens_per_s, "lookup_tok_s": b.stats.decode_tokens_per_s,
-                     "plain_s": a.stats.total_s, "lookup_s": b.stats.total_s,
-                     "identical": a.token_ids == b.token_ids, "tokens": len(b.token_ids),
-                     "accepted": b.stats.accepted, "drafted": b.stats.drafted})  # fmt: skip
+        row = {"plain_tok_s": a.stats.decode_tokens_per_s, "plain_s": a.stats.total_s}
+        for n in one_token_drafts:
+            b = spec.session().generate(ids, max_new_tokens=new, speculative=PromptLookup(one_token_draft=n))
+            row[n] = {"lookup_tok_s": b.stats.decode_tokens_per_s, "lookup_s": b.stats.total_s,
+                      "identical": a.token_ids == b.token_ids, "tokens": len(b.token_ids),
+                      "accepted": b.stats.accepted, "drafted": b.stats.drafted}  # fmt: skip
+        rows.append(row)
     return rows
+
+
+def summarize(rows: list[dict], n: int) -> dict:
+    plain = statistics.median(r["plain_tok_s"] for r in rows)
+    fast = statistics.median(r[n]["lookup_tok_s"] for r in rows)
+    return {"one_token_draft": n, "plain_tok_s": plain, "lookup_tok_s": fast,
+            "speedup": fast / plain,  # of the medians, as in earlier rows of RESULTS.md
+            "speedup_per_prompt": statistics.median(r[n]["lookup_tok_s"] / r["plain_tok_s"] for r in rows),
+            "total_speedup": statistics.median(r["plain_s"] / r[n]["lookup_s"] for r in rows),
+            "identical": sum(r[n]["identical"] for r in rows), "prompts": len(rows),
+            "kept_share": sum(r[n]["accepted"] for r in rows) / max(1, sum(r[n]["drafted"] for r in rows))}  # fmt: skip
 
 
 def genai(folder: Path, ids_list, tokenizer, new: int, threads: int) -> list[dict]:
@@ -119,6 +183,8 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--new", type=int, default=192)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sets", nargs="+", choices=sorted(SETS), default=sorted(SETS))
+    ap.add_argument("--one-token-draft", nargs="+", type=int, default=[1], help="PromptLookup settings to compare")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from qwen_edge.runtime.tokenizer import Tokenizer
@@ -126,21 +192,17 @@ def main() -> None:
     report = {}
     for folder in args.folders:
         tokenizer = Tokenizer(folder)
-        ids_list = prompts(tokenizer)
-        rows = ours(folder, ids_list, args.new, args.threads)
-        plain = statistics.median(r["plain_tok_s"] for r in rows)
-        fast = statistics.median(r["lookup_tok_s"] for r in rows)
-        kept = sum(r["accepted"] for r in rows) / max(1, sum(r["drafted"] for r in rows))
-        summary = {"plain_tok_s": plain, "lookup_tok_s": fast, "speedup": fast / plain,
-                   "total_speedup": statistics.median(r["plain_s"] / r["lookup_s"] for r in rows),
-                   "identical": sum(r["identical"] for r in rows), "prompts": len(rows),
-                   "kept_share": kept}  # fmt: skip
-        if (folder / "openvino_model.xml").exists():
-            g = genai(folder, ids_list, tokenizer, args.new, args.threads)
-            summary["genai_lookup_speedup"] = statistics.median(r["plain_s"] / r["lookup_s"] for r in g)
-            summary["genai_identical"] = sum(r["identical"] for r in g)
-        report[str(folder)] = {"summary": summary, "rows": rows}
-        print(json.dumps({"folder": str(folder), **summary}), flush=True)
+        for name in args.sets:
+            ids_list = prompts(tokenizer, name)
+            rows = ours(folder, ids_list, args.new, args.threads, args.one_token_draft)
+            summaries = [summarize(rows, n) for n in args.one_token_draft]
+            if (folder / "openvino_model.xml").exists():
+                g = genai(folder, ids_list, tokenizer, args.new, args.threads)
+                summaries.append({"genai_lookup_speedup": statistics.median(r["plain_s"] / r["lookup_s"] for r in g),
+                                  "genai_identical": sum(r["identical"] for r in g)})  # fmt: skip
+            report[f"{folder} {name}"] = {"summaries": summaries, "rows": rows}
+            for summary in summaries:
+                print(json.dumps({"folder": str(folder), "set": name, **summary}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

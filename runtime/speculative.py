@@ -35,6 +35,10 @@ class PromptLookup:
     min_ngram: int = 1
     max_draft: int = 8  # most guesses per forward
     start_draft: int = 4
+    # A match on one token is weak evidence: on the ort graph each guess costs about 0.3 of a
+    # decode step, and guessing a single token there was measured better on both prompt sets
+    # (benchmarks/prompt_lookup.py, RESULTS.md).
+    one_token_draft: int = 1
 
     def __post_init__(self):
         if not 1 <= self.min_ngram <= self.max_ngram or self.start_draft < 1 or self.max_draft < 1:
@@ -47,7 +51,7 @@ class PromptLookup:
             tail = list(tokens[n_tokens - n :])
             for start in range(n_tokens - n - 1, -1, -1):  # latest first: the freshest context
                 if list(tokens[start : start + n]) == tail:
-                    follow = list(tokens[start + n : start + n + k])
+                    follow = list(tokens[start + n : start + n + (k if n > 1 else min(k, self.one_token_draft))])
                     if follow:
                         return follow
         return []

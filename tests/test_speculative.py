@@ -20,6 +20,8 @@ def test_lookup_proposes_what_followed_the_latest_longest_match():
     assert look.propose([4, 5, 6, 4, 5], 3) == [6, 4, 5]
     assert look.propose([1, 2, 3], 4) == []  # nothing repeats
     assert PromptLookup(min_ngram=2).propose([1, 9, 2, 1], 2) == []  # a 1-gram match is not enough
+    assert look.propose([1, 9, 8, 7, 1], 3) == [9]  # a 1-gram match guesses one token
+    assert PromptLookup(one_token_draft=3).propose([1, 9, 8, 7, 1], 3) == [9, 8, 7]
     with pytest.raises(ValueError):
         PromptLookup(min_ngram=3, max_ngram=2)
 
