@@ -2,7 +2,7 @@
 guesses from Qwen2.5-Coder-0.5B-Instruct INT4, general chat prompts, greedy — ours (OpenVINO and
 ONNX Runtime folders) and openvino_genai's LLMPipeline with a draft model, on the same IR folders.
 
-    .venv/bin/python benchmarks/draft_speculation.py --target-ov T_IR --draft-ov D_IR \
+    .venv/bin/python benchmarks/draft_speculation.py [--target-ov T_IR --draft-ov D_IR] \
         [--target-ort T_ORT --draft-ort D_ORT] [--new 128] [--rounds 2] [--json out.json]
 
 Each mode runs every prompt in a fresh process (load and a warm-up excluded); modes interleave
@@ -37,8 +37,12 @@ prompts = json.loads(sys.argv[6])
 from qwen_edge.runtime import Engine
 tokenizer = Engine.load(target, verify=False).tokenizer if mode.startswith("genai") else None
 rows = []
-if mode.startswith("ours"):
+if mode == "ours-draft-spinning":  # as before engine.TAKING_TURNS: both sessions' idle threads spin
+    spin = {"session.intra_op.allow_spinning": "1"}
+    engine = Engine.load(target, config=spin, draft=Engine.load(draft, config=spin), warm_up=True)
+elif mode.startswith("ours"):
     engine = Engine.load(target, draft=draft if mode == "ours-draft" else None, warm_up=True)
+if mode.startswith("ours"):
     tokenizer = engine.tokenizer
     for text in prompts:
         ids = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": text}]))
@@ -86,11 +90,15 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def main(target_ov, draft_ov, target_ort, draft_ort, new, rounds, assistant, json_path) -> None:
-    modes = [("ov", "ours-plain", target_ov, draft_ov), ("ov", "ours-draft", target_ov, draft_ov),
-             ("ov", "genai-plain", target_ov, draft_ov), ("ov", "genai-draft", target_ov, draft_ov)]  # fmt: skip
+def main(target_ov, draft_ov, target_ort, draft_ort, new, rounds, assistant, spinning, json_path) -> None:
+    modes = []
+    if target_ov:
+        modes += [("ov", "ours-plain", target_ov, draft_ov), ("ov", "ours-draft", target_ov, draft_ov),
+                  ("ov", "genai-plain", target_ov, draft_ov), ("ov", "genai-draft", target_ov, draft_ov)]  # fmt: skip
     if target_ort:
         modes += [("ort", "ours-plain", target_ort, draft_ort), ("ort", "ours-draft", target_ort, draft_ort)]
+        if spinning:
+            modes.append(("ort", "ours-draft-spinning", target_ort, draft_ort))
     results: dict[str, list[dict]] = {}
     for round_ in range(rounds):
         for fmt, mode, target, draft in modes:
@@ -109,7 +117,7 @@ def main(target_ov, draft_ov, target_ort, draft_ort, new, rounds, assistant, jso
     print("|---|---|---|---|---|---|---|---|")
     for key, row in table.items():
         fmt, mode = key.split()
-        plain = table[f"{fmt} {mode.split('-')[0]}-plain"]["decode_tok_s"]
+        plain = table[f"{fmt} {mode.split('-')[0]}-plain"]["decode_tok_s"]  # ours-draft-spinning: ours-plain
         acc = f"{row['acceptance']:.2f}" if row["acceptance"] is not None else "—"
         shas = ",".join(row["text_sha"])
         print(f"| {fmt} | {mode} | {row['decode_tok_s']:.1f} | {row['decode_tok_s'] / plain:.2f}x | "
@@ -125,12 +133,13 @@ def main(target_ov, draft_ov, target_ort, draft_ort, new, rounds, assistant, jso
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--target-ov", required=True)
-    p.add_argument("--draft-ov", required=True)
+    p.add_argument("--target-ov")
+    p.add_argument("--draft-ov")
     p.add_argument("--target-ort")
     p.add_argument("--draft-ort")
     p.add_argument("--new", type=int, default=128)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--assistant", type=int, default=5, help="openvino_genai's num_assistant_tokens")
+    p.add_argument("--spinning", action="store_true", help="also the ort draft with ONNX Runtime's thread spinning on")
     p.add_argument("--json", dest="json_path")
     main(**vars(p.parse_args()))

@@ -35,6 +35,12 @@ from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
+# ONNX Runtime's idle threads spin for a while after a run, on the cores the next run needs. One
+# session gains from it (0.5B INT4 decode 16.5 vs 18.3 ms here); two taking turns lose: a 1.5B check
+# right after 0.5B draft steps took 106 ms instead of 75, the draft steps 23 instead of 17
+# (benchmarks/sessions_taking_turns.py). So a target and its draft run without spinning.
+TAKING_TURNS = {"session.intra_op.allow_spinning": "0"}
+
 BACKENDS = ("auto", "onnxruntime", "openvino")
 SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
 
@@ -64,6 +70,7 @@ class Engine:
         warm_up: bool = False,
         draft: str | Path | Engine | None = None,
         draft_confidence: float = 0.5,
+        turns: bool = False,
     ) -> Engine:
         """`config`: OpenVINO compile properties, or ONNX Runtime session config entries.
         `cache_dir`: where OpenVINO keeps compiled models, so a second load skips compilation (the
@@ -82,7 +89,9 @@ class Engine:
         guesses tokens with it and checks them in one forward (implies speculative). It stops
         guessing at a token it gives less than `draft_confidence` (on the real 1.5B with the 0.5B,
         0.5 halved the guesses, 85% of them kept, for 5-8% more tokens/s than 0:
-        benchmarks/draft_confidence.py)."""
+        benchmarks/draft_confidence.py). `turns`: this engine takes turns with another in the process
+        (a draft given as a folder is loaded so; load an Engine given as draft with turns=True too);
+        see TAKING_TURNS."""
         start, folder = time.perf_counter(), Path(folder)
         speculative = speculative or draft is not None
         if backend not in BACKENDS:
@@ -96,6 +105,8 @@ class Engine:
         wanted = backends.BACKENDS[manifest.format][0]
         if backend not in ("auto", wanted):
             raise EngineError(f"{folder} is an {manifest.format} export: it runs on --backend {wanted}, not {backend}")
+        if (draft is not None or turns) and wanted == "onnxruntime":
+            config = {**TAKING_TURNS, **(config or {})}
         try:
             model = backends.load(folder, manifest, device, threads, config, cache_dir, profile, all_logits=speculative)
         except (manifest_file.ManifestError, backends.MissingPackage) as e:
@@ -115,7 +126,7 @@ class Engine:
         engine.speculative = speculative
         if draft is not None:
             if not isinstance(draft, Engine):
-                draft = cls.load(draft, device=device, threads=threads, cache_dir=cache_dir, verify=verify)
+                draft = cls.load(draft, device=device, threads=threads, cache_dir=cache_dir, verify=verify, turns=True)
             engine.draft, engine.draft_confidence = draft, draft_confidence
             _check_draft(engine, engine.draft)
             engine.load_s = time.perf_counter() - start

@@ -178,6 +178,21 @@ def test_a_draft_model_gives_plain_greedy_text(export_kinds, drafts, kind):
         assert again.token_ids == plain.generate(follow, max_new_tokens=12, ignore_eos=True).token_ids
 
 
+def test_a_target_and_its_draft_run_without_spinning_threads(export_kinds, drafts):
+    """Two ONNX Runtime sessions taking turns must not leave spinning threads on each other's
+    cores (engine.TAKING_TURNS); a model alone keeps ONNX Runtime's default, which is faster alone."""
+    _, tmp = export_kinds
+    key = "session.intra_op.allow_spinning"
+
+    def spinning(engine):
+        return engine.model.session.get_session_options().get_session_config_entry(key)
+
+    engine = Engine.load(tmp / "ort", draft=drafts / "other")
+    assert spinning(engine) == "0" and spinning(engine.draft) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: the default, spinning
+        spinning(Engine.load(tmp / "ort"))
+
+
 def test_a_draft_model_keeps_the_sampling_distribution(export_kinds, drafts):
     """As for prompt lookup: tokens 2 and 3, 1500 seeds each way, total variation within noise,
     guesses both kept and refused."""
