@@ -4,7 +4,8 @@ for one. GroupQueryAttention reads each row's length from its attention-mask row
 rows at different positions decode together: row r's new token is written at its own length and
 attends to its own positions. A batched call covers rows 0..hi (hi the highest row asked for);
 rows in that range that were not asked for get a throwaway token written past their length, where
-nothing reads it and the next real token overwrites it.
+nothing reads it and the next real token overwrites it. A decode step runs at least 2 rows
+(MIN_ROWS), so that a sequence's logits do not depend on how many others share the step.
 
 Prefill runs one row at a time (GroupQueryAttention's prompt phase wants equal lengths); decode
 steps run every asked row in one call. On a model loaded with all_logits (speculative decoding), a
@@ -19,6 +20,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import static_window
+
+# MatMulNBits computes a single row (M = 1) in another order than several, and its int8
+# activations (accuracy_level 4) magnify the difference: up to 0.3 in the real 0.5B INT4's logits,
+# enough to flip a greedy near tie. From 2 rows on, a row's results do not depend on how many run
+# beside it (bit for bit at 2..8, measured). So a lone row decodes with a throwaway second one and
+# a request's answer is the same alone and under load, for 9% more time per step alone (17.6 ->
+# 19.2 ms on the real 0.5B INT4; benchmarks/RESULTS.md).
+MIN_ROWS = 2
 
 
 class RowPool:
@@ -77,8 +86,9 @@ class RowPool:
         return logits[0].astype(np.float32) if every else logits[0, -1].astype(np.float32)
 
     def decode(self, rows: Sequence[PoolRow], tokens: Sequence[int]) -> list[np.ndarray]:
-        """One new token for each of `rows`, in one call: their last-position logits, in order."""
-        hi = max(r.index for r in rows) + 1
+        """One new token for each of `rows`, in one call: their last-position logits, in order.
+        At least 2 rows run (a throwaway one beside a lone row; see MIN_ROWS)."""
+        hi = max(max(r.index for r in rows) + 1, min(MIN_ROWS, self.rows))
         for idle in self.members[:hi]:  # an idle row at the limit gives up its last position, not the batch
             if idle.length >= self.model.capacity and idle not in rows:
                 idle.length = self.model.capacity - 1

@@ -102,6 +102,28 @@ def test_a_batch_decodes_rows_at_different_positions_in_one_call(export_kinds, k
         assert len({id(r.pool) for r in rows}) == 1
 
 
+def test_an_int4_row_decodes_alike_alone_and_beside_others(tmp_path, monkeypatch):
+    """MatMulNBits computes one row in another order than several, and int8 activations magnify it
+    (ort_rows.MIN_ROWS): a lone row runs beside a throwaway one, so its logits are bit for bit those
+    it gets in a batch of 3 — a server's answer does not depend on its load."""
+    from qwen_edge.quantize import recipes
+    from qwen_edge.quantize.pipeline import build
+
+    from .gguf_writer import write_gguf
+    from .test_streamed_quantize import small
+
+    monkeypatch.setitem(recipes.DEFAULT_INT4, (128, 3), {"group_size": 32, "ratio": 0.8})  # 4- and 8-bit
+    build(str(write_gguf(small(False), tmp_path / "m.gguf")), tmp_path / "q", quantize="int4")
+    b = load(tmp_path / "q")
+    rows = b.new_batch(3)
+    for i, row in enumerate(rows):
+        row.append(PROMPT[: 5 + i])
+    alone = b.forward(rows[:1], [[9]])[0]
+    rows[0].trim(5)
+    together = b.forward(rows, [[9], [10], [11]])[0]
+    assert np.array_equal(alone, together)
+
+
 @pytest.mark.parametrize("kind", ["openvino", "ort", "portable"])
 def test_batch_rows_loaded_for_speculation_check_guesses_in_one_call(export_kinds, kind):
     """With all_logits (the server's prompt lookup): a batch row's prefill gives the last position,
