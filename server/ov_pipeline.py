@@ -125,4 +125,5 @@ class GenaiScheduler:
 
     def _finish(self, rid: int, reason: str, message: str = "") -> None:
         job, _ = self.active.pop(rid)
+        self.metrics.active = len(self.active)  # before the client hears of the end, not after the step
         end(job, reason, self.metrics, message)

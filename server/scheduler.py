@@ -276,4 +276,5 @@ class Scheduler:
 
     def _finish(self, row: int, reason: str, message: str = "") -> None:
         job, _, _ = self.active.pop(row)
+        self.metrics.active = len(self.active)  # before the client hears of the end, not after the step
         end(job, reason, self.metrics, message)
