@@ -35,9 +35,9 @@ class PromptLookup:
     min_ngram: int = 1
     max_draft: int = 8  # most guesses per forward
     start_draft: int = 4
-    # A match on one token is weak evidence: on the ort graph each guess costs about 0.3 of a
-    # decode step, and guessing a single token there was measured better on both prompt sets
-    # (benchmarks/prompt_lookup.py, RESULTS.md).
+    # A match on one token is weak evidence, and on the ort graph each guess costs about a quarter
+    # of a decode step: guessing one token after it replayed better on both prompt sets
+    # (benchmarks/lookup_replay.py, RESULTS.md).
     one_token_draft: int = 1
 
     def __post_init__(self):
@@ -48,10 +48,10 @@ class PromptLookup:
         """Up to k tokens that followed the latest earlier occurrence of the longest matching tail."""
         n_tokens = len(tokens)
         for n in range(min(self.max_ngram, n_tokens - 1), self.min_ngram - 1, -1):
-            tail = list(tokens[n_tokens - n :])
+            tail, most = list(tokens[n_tokens - n :]), k if n > 1 else min(k, self.one_token_draft)
             for start in range(n_tokens - n - 1, -1, -1):  # latest first: the freshest context
                 if list(tokens[start : start + n]) == tail:
-                    follow = list(tokens[start + n : start + n + (k if n > 1 else min(k, self.one_token_draft))])
+                    follow = list(tokens[start + n : start + n + most])
                     if follow:
                         return follow
         return []
