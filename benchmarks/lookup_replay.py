@@ -33,11 +33,12 @@ SETTINGS = {  # name -> PromptLookup(**fields)
 }
 
 
-def forward_costs(folder: Path, threads: int, context: int, most: int, rounds: int = 11) -> dict:
+def forward_costs(plain, folder: Path, threads: int, context: int, most: int, rounds: int = 11) -> dict:
     """Seconds of one forward feeding n positions after `context` cached ones, n = 1..most, on the
-    speculative engine's backend (every position's logits), and "plain": one position on the plain
-    engine's. Round robin over n, so a drift of the machine's speed hits every n alike; medians.
-    One backend at a time: right after another session's run its idle threads still spin."""
+    speculative engine's backend (every position's logits), and "plain": one position on `plain`
+    (the plain engine's backend, already loaded). Round robin over n, so a drift of the machine's
+    speed hits every n alike; medians. One backend at a time: right after another session's run its
+    idle threads still spin."""
     import numpy as np
 
     from qwen_edge.runtime.backend import load
@@ -46,7 +47,7 @@ def forward_costs(folder: Path, threads: int, context: int, most: int, rounds: i
     prompt = [int(t) for t in rng.integers(100, 20000, context)]
     costs = {}
     for every, sizes in ((False, [1]), (True, list(range(1, most + 1)))):
-        cache = load(folder, threads=threads, all_logits=every).new_cache()
+        cache = (load(folder, threads=threads, all_logits=True) if every else plain).new_cache()
         cache.append(prompt, last=True)
         times = {n: [] for n in sizes}
         for _ in range(rounds + 2):
@@ -96,7 +97,7 @@ def main() -> None:
                for name in sorted(SETS)}  # fmt: skip
     length = round(statistics.median(len(ids) + len(a) / 2 for rows in answers.values() for ids, a in rows))
     most = 1 + max(f.get("max_draft", PromptLookup.max_draft) for f in SETTINGS.values())
-    costs = forward_costs(args.folder, args.threads, length, most)
+    costs = forward_costs(plain.model, args.folder, args.threads, length, most)
     report = {"folder": str(args.folder), "context": length, "cost_ms": {n: s * 1e3 for n, s in costs.items()}}
     print(json.dumps({"context": length, "cost_ms": {n: round(s * 1e3, 2) for n, s in costs.items()}}), flush=True)
     for name, fields in SETTINGS.items():

@@ -121,15 +121,21 @@ def prompts(tokenizer, name: str = "edits") -> list[list[int]]:
     return out
 
 
-def ours(folder: Path, ids_list, new: int, threads: int, one_token_drafts: list[int]) -> list[dict]:
-    """One row per prompt: plain, then prompt lookup with each one_token_draft setting, in turn."""
+def engines(folder: Path, threads: int):
+    """Our plain and speculative engines for `folder`, warmed up (loaded once for every prompt set)."""
     from qwen_edge.runtime import Engine
-    from qwen_edge.runtime.speculative import PromptLookup
 
     plain = Engine.load(folder, threads=threads)
     spec = Engine.load(folder, threads=threads, speculative=True)
-    plain.generate(ids_list[0][:16], max_new_tokens=4)  # warm-up
-    spec.generate(ids_list[0][:16], max_new_tokens=4)
+    for engine in (plain, spec):
+        engine.generate([9707, 11, 1879], max_new_tokens=4)  # warm-up
+    return plain, spec
+
+
+def ours(plain, spec, ids_list, new: int, one_token_drafts: list[int]) -> list[dict]:
+    """One row per prompt: plain, then prompt lookup with each one_token_draft setting, in turn."""
+    from qwen_edge.runtime.speculative import PromptLookup
+
     rows = []
     for ids in ids_list:
         a = plain.generate(ids, max_new_tokens=new)
@@ -154,12 +160,19 @@ def summarize(rows: list[dict], n: int) -> dict:
             "kept_share": sum(r[n]["accepted"] for r in rows) / max(1, sum(r[n]["drafted"] for r in rows))}  # fmt: skip
 
 
-def genai(folder: Path, ids_list, tokenizer, new: int, threads: int) -> list[dict]:
+def genai_pipelines(folder: Path, threads: int):
+    """openvino_genai's plain and prompt-lookup LLMPipelines for `folder` (built once per folder)."""
     import openvino_genai as ov_genai
 
     props = {"INFERENCE_NUM_THREADS": threads}
     plain = ov_genai.LLMPipeline(str(folder), "CPU", **props)
-    lookup = ov_genai.LLMPipeline(str(folder), "CPU", prompt_lookup=True, **props)
+    return plain, ov_genai.LLMPipeline(str(folder), "CPU", prompt_lookup=True, **props)
+
+
+def genai(pipes, ids_list, tokenizer, new: int) -> list[dict]:
+    import openvino_genai as ov_genai
+
+    plain, lookup = pipes
     rows = []
     for ids in ids_list:
         text = tokenizer.decode(ids, skip_special_tokens=False)
@@ -191,13 +204,14 @@ def main() -> None:
 
     report = {}
     for folder in args.folders:
-        tokenizer = Tokenizer(folder)
+        tokenizer, (plain, spec) = Tokenizer(folder), engines(folder, args.threads)
+        pipes = genai_pipelines(folder, args.threads) if (folder / "openvino_model.xml").exists() else None
         for name in args.sets:
             ids_list = prompts(tokenizer, name)
-            rows = ours(folder, ids_list, args.new, args.threads, args.one_token_draft)
+            rows = ours(plain, spec, ids_list, args.new, args.one_token_draft)
             summaries = [summarize(rows, n) for n in args.one_token_draft]
-            if (folder / "openvino_model.xml").exists():
-                g = genai(folder, ids_list, tokenizer, args.new, args.threads)
+            if pipes:
+                g = genai(pipes, ids_list, tokenizer, args.new)
                 summaries.append({"genai_lookup_speedup": statistics.median(r["plain_s"] / r["lookup_s"] for r in g),
                                   "genai_identical": sum(r["identical"] for r in g)})  # fmt: skip
             report[f"{folder} {name}"] = {"summaries": summaries, "rows": rows}
